@@ -1,0 +1,230 @@
+"""The capsule model: what ``capsule.json`` says, independent of how it was captured or stored.
+
+The manifest is the contract between export, registry and verification, so it
+is plain data with a canonical JSON form and a digest over that form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+
+from .errors import ManifestError
+
+SCHEMA_VERSION = "1.0"
+CAPSULE_ID_RE = re.compile(r"^capsule-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+#: Roles a file can play in a capsule.
+ROLES = ("code", "input", "output", "environment", "provenance")
+
+
+def new_capsule_id() -> str:
+    return f"capsule-{uuid.uuid4()}"
+
+
+def is_capsule_id(value: object) -> bool:
+    return isinstance(value, str) and bool(CAPSULE_ID_RE.match(value))
+
+
+def utc_now() -> str:
+    """A timestamp in the form the RO-Crate validator accepts (no ``Z``, no microseconds)."""
+    return format_time(datetime.now(timezone.utc))
+
+
+def format_time(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def canonical_json(data: Any) -> bytes:
+    """Sorted keys, no insignificant whitespace, UTF-8: the bytes that digests are taken over."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def digest(data: Any) -> str:
+    return hashlib.sha256(canonical_json(data)).hexdigest()
+
+
+@dataclass
+class Person:
+    name: str
+    orcid: str | None = None
+    email: str | None = None
+    affiliation: str | None = None
+
+    @property
+    def id(self) -> str:
+        if self.orcid:
+            return self.orcid if self.orcid.startswith("http") else f"https://orcid.org/{self.orcid}"
+        return "#person-" + re.sub(r"[^A-Za-z0-9]+", "-", self.name).strip("-").lower()
+
+
+@dataclass
+class FileRecord:
+    """One file in the crate payload, addressed by its POSIX path relative to the crate root."""
+
+    path: str
+    role: str
+    size: int
+    sha256: str
+    sha1_git: str
+    encoding_format: str = "application/octet-stream"
+    mode: int = 0o100644
+    #: sha256 of the version the analysis read, when it was later rewritten.
+    read_sha256: str | None = None
+    #: Where a file too large to copy lives (``--link-large``); then it is not in the crate.
+    linked_from: str | None = None
+    swhid: str | None = None
+
+    @property
+    def in_crate(self) -> bool:
+        return self.linked_from is None
+
+
+@dataclass
+class CellRun:
+    cell_id: str | None
+    execution_count: int | None
+    source_sha256: str
+    started: str | None
+    ended: str | None
+    status: str  # "ok" | "error" | "unknown" (seen only in history)
+    error: str | None = None
+
+
+@dataclass
+class Problem:
+    """An execution-order problem; recorded, never silently ignored."""
+
+    kind: str  # out-of-order | edited-after-run | never-run | kernel-restarted | stale-notebook | not-captured
+    message: str
+    cell_id: str | None = None
+
+
+@dataclass
+class ExecutionRecord:
+    kernel_started: str | None = None
+    started: str | None = None
+    ended: str | None = None
+    status: str = "completed"  # completed | failed
+    cells: list[CellRun] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    capsule_id: str
+    title: str
+    license: str
+    created_at: str
+    notebook: str
+    notebook_sha256: str
+    description: str = ""
+    authors: list[Person] = field(default_factory=list)
+    files: list[FileRecord] = field(default_factory=list)
+    execution: ExecutionRecord = field(default_factory=ExecutionRecord)
+    environment_digest: str | None = None
+    git_commit: str | None = None
+    git_tree_hash: str | None = None
+    swh_origin_url: str | None = None
+    swh_snapshot_id: str | None = None
+    swhids: dict[str, Any] = field(default_factory=dict)
+    git: dict[str, Any] | None = None
+    withheld: list[dict[str, str]] = field(default_factory=list)
+    identifier: str | None = None
+    schema_version: str = SCHEMA_VERSION
+    manifest_digest: str | None = None
+
+    # -- derived views -------------------------------------------------
+    def file(self, path: str) -> FileRecord:
+        for record in self.files:
+            if record.path == path:
+                return record
+        raise KeyError(path)
+
+    def by_role(self, role: str) -> list[FileRecord]:
+        return [f for f in self.files if f.role == role]
+
+    # -- serialisation -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["manifest_digest"] = self.compute_digest()
+        return data
+
+    def compute_digest(self) -> str:
+        data = asdict(self)
+        data.pop("manifest_digest", None)
+        return digest(data)
+
+    def seal(self) -> "Manifest":
+        """Fix the digest; call once every field is final."""
+        self.manifest_digest = self.compute_digest()
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, *, check_digest: bool = True) -> "Manifest":
+        """Parse and validate; any defect is a :class:`ManifestError`, never a bare exception."""
+        validate(data)
+        try:
+            values = {f.name: data.get(f.name) for f in fields(cls) if f.name in data}
+            values["authors"] = [Person(**p) for p in data.get("authors", [])]
+            values["files"] = [FileRecord(**f) for f in data.get("files", [])]
+            ex = dict(data.get("execution") or {})
+            ex["cells"] = [CellRun(**c) for c in ex.get("cells", [])]
+            ex["problems"] = [Problem(**p) for p in ex.get("problems", [])]
+            values["execution"] = ExecutionRecord(**ex)
+            manifest = cls(**values)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ManifestError(f"capsule.json does not match the capsule model: {exc}",
+                                hint="re-export the capsule with this version of scidex-nbcapsule") from exc
+        if check_digest and manifest.manifest_digest != manifest.compute_digest():
+            raise ManifestError(
+                f"capsule.json of {manifest.capsule_id} has been altered: its manifest digest does not match its content",
+                hint="the capsule cannot be trusted; fetch a pristine copy from the registry or re-export it")
+        return manifest
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, check_digest: bool = True) -> "Manifest":
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ManifestError(f"capsule.json is not valid JSON: {exc}") from exc
+        return cls.from_dict(data, check_digest=check_digest)
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of ``capsule.json`` that ships with the package."""
+    text = resources.files("scidex_nbcapsule").joinpath("schemas/capsule.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+_VALIDATOR = None
+
+
+def validate(data: Any) -> None:
+    global _VALIDATOR
+    import jsonschema
+
+    if _VALIDATOR is None:
+        cls = jsonschema.validators.validator_for(schema())
+        _VALIDATOR = cls(schema())
+    try:
+        error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(data))
+    except RecursionError as exc:
+        raise ManifestError("capsule.json is nested too deeply to be a capsule manifest") from exc
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        message = error.message if len(error.message) < 300 else error.message[:300] + "…"
+        raise ManifestError(f"capsule.json is invalid at {where}: {message}",
+                            hint="the file was edited or written by an incompatible tool; re-export the capsule")
