@@ -66,6 +66,12 @@ class ManifestError(CrateError):
     """``capsule.json`` does not follow the schema or its digest does not match."""
 
 
+class ExecutionFailed(CapsuleError):
+    """Running the notebook failed: a cell raised, timed out, or the kernel died."""
+
+    exit_code = 5
+
+
 class GitError(CapsuleError):
     """Git facts could not be read."""
 

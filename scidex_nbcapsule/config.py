@@ -1,0 +1,131 @@
+"""Settings a team writes once: license, authors, citable identifier, verification tolerances.
+
+Looked up, first match wins per key: explicit arguments, ``capsule.toml`` next to
+the notebook, ``[tool.nbcapsule]`` in the project's ``pyproject.toml``, the
+user's ``config.toml`` (platformdirs), then ``NBCAPSULE_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+from .manifest import Person
+
+DEFAULT_LICENSE = "CC-BY-4.0"
+SPDX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-+]*( (AND|OR|WITH) [A-Za-z0-9][A-Za-z0-9.\-+]*)*$")
+ORCID_RE = re.compile(r"^(https://orcid\.org/)?\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
+
+
+@dataclass
+class Config:
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+
+def _read_toml(path: Path, table: tuple[str, ...] = ()) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigError(f"{path} cannot be read as TOML: {exc}", hint="fix the file or remove it") from exc
+    for key in table:
+        data = data.get(key, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: [{'.'.join(table)}] must be a table")
+    return data
+
+
+def user_config_path() -> Path:
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("scidex-nbcapsule")) / "config.toml"
+
+
+def load_config(notebook_dir: Path | None = None, project_root: Path | None = None) -> Config:
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if notebook_dir is not None:
+        layers.append((str(notebook_dir / "capsule.toml"), _read_toml(notebook_dir / "capsule.toml")))
+    if project_root is not None:
+        py = project_root / "pyproject.toml"
+        layers.append((f"{py} [tool.nbcapsule]", _read_toml(py, ("tool", "nbcapsule"))))
+    layers.append((str(user_config_path()), _read_toml(user_config_path())))
+    env = {}
+    for key in ("license", "author", "orcid", "identifier", "title"):
+        value = os.environ.get(f"NBCAPSULE_{key.upper()}")
+        if value:
+            env[key] = value
+    layers.append(("environment", env))
+    config = Config()
+    for source, layer in layers:
+        for key, value in layer.items():
+            if key not in config.values:
+                config.values[key] = value
+                config.sources[key] = source
+    return config
+
+
+def resolve_license(explicit: str | None, config: Config) -> tuple[str, str | None]:
+    """The license to use and, when it is the default, a notice saying so."""
+    value = explicit or config.get("license")
+    notice = None
+    if not value:
+        value = DEFAULT_LICENSE
+        notice = (f"no license given: the capsule is published under {DEFAULT_LICENSE}; choose one with "
+                  "--license SPDX-ID or set license in [tool.nbcapsule] / capsule.toml")
+    if not isinstance(value, str) or not (value.startswith("https://") or SPDX_RE.match(value)):
+        raise ConfigError(f"license {value!r} is not an SPDX identifier",
+                          hint="use an id from https://spdx.org/licenses/, e.g. MIT, CC-BY-4.0, Apache-2.0")
+    return value, notice
+
+
+def resolve_authors(explicit: list[str] | None, config: Config, *, cwd: Path | None = None) -> list[Person]:
+    """Authors from arguments or configuration; falls back to git's user.name so no capsule is anonymous."""
+    people: list[Person] = []
+    if explicit:
+        people = [Person(name=name) for name in explicit]
+    elif isinstance(config.get("authors"), list):
+        for entry in config.get("authors"):
+            if isinstance(entry, str):
+                people.append(Person(name=entry))
+            elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                people.append(Person(name=entry["name"], orcid=entry.get("orcid"), email=entry.get("email"),
+                                     affiliation=entry.get("affiliation")))
+            else:
+                raise ConfigError(f"authors entry {entry!r} needs at least a name",
+                                  hint='write authors = [{name = "Ada Lovelace", orcid = "0000-0002-1825-0097"}]')
+    elif config.get("author"):
+        people = [Person(name=str(config.get("author")), orcid=config.get("orcid"))]
+    else:
+        name = _git_user(cwd)
+        if name:
+            people = [Person(name=name)]
+    for person in people:
+        if person.orcid and not ORCID_RE.match(person.orcid):
+            raise ConfigError(f"ORCID {person.orcid!r} of {person.name} is malformed",
+                              hint="write it as 0000-0002-1825-0097 or https://orcid.org/0000-0002-1825-0097")
+    return people
+
+
+def _git_user(cwd: Path | None) -> str | None:
+    try:
+        out = subprocess.run(["git", "config", "user.name"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

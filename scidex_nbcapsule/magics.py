@@ -1,0 +1,304 @@
+"""``%capsule``: the IPython shell over the API, plus the kernel hooks that record the analysis."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from pathlib import Path
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import HTML, display
+
+from . import api, capture
+from .errors import CapsuleError
+
+#: Set by ``nbcapsule verify`` in the kernel it re-runs a notebook in, so that the notebook's
+#: own ``%capsule export`` does not export again while it is being checked.
+VERIFYING_ENV = "NBCAPSULE_VERIFYING"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports to the user instead of exiting the kernel."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}\n{self.format_usage()}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if message:
+            print(message)
+        raise _Done()
+
+
+class _Done(Exception):
+    pass
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    text = text.strip().lower().rstrip("ib").rstrip("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def add_export_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``%capsule export`` and ``nbcapsule export``."""
+    parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="PATH",
+                        help="a file or folder the analysis read that capture cannot see (repeatable)")
+    parser.add_argument("--output", dest="outputs", action="append", default=[], metavar="PATH",
+                        help="a file or folder the analysis wrote (repeatable)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                        help="leave out files matching GLOB (repeatable)")
+    parser.add_argument("--dest", metavar="DIR", help="folder to write the capsule in (default: capsules/ beside "
+                        "the notebook)")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--zip", action="store_const", dest="fmt", const="zip", help="write one .zip instead of a folder")
+    fmt.add_argument("--eln", action="store_const", dest="fmt", const="eln",
+                     help="write an .eln file (zipped RO-Crate for electronic lab notebooks)")
+    parser.add_argument("--title", help="capsule title (default: the notebook's first heading)")
+    parser.add_argument("--description")
+    parser.add_argument("--license", metavar="SPDX", help="SPDX license id, e.g. CC-BY-4.0 (default from config)")
+    parser.add_argument("--author", dest="authors", action="append", metavar="NAME", help="author (repeatable)")
+    parser.add_argument("--identifier", metavar="DOI_OR_URL", help="citable identifier (DOI or URL) of the capsule")
+    parser.add_argument("--allow-secret", dest="allow_secrets", action="append", default=[], metavar="PATH",
+                        help="include a file even though it looks like it holds credentials")
+    parser.add_argument("--link-large", type=_size, metavar="SIZE",
+                        help="record files above SIZE (e.g. 500M) by digest and location instead of copying them")
+    parser.add_argument("--swh-origin", metavar="URL", help="Software Heritage origin URL of the code")
+    parser.add_argument("--swh-snapshot", metavar="SWHID", help="Software Heritage snapshot id (swh:1:snp:...)")
+    parser.add_argument("--bagit", action="store_true", help="also pack the crate as a BagIt bag")
+    parser.set_defaults(fmt="folder")
+
+
+def export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(inputs=args.inputs, outputs=args.outputs, exclude=args.exclude, dest=args.dest, fmt=args.fmt,
+                title=args.title, description=args.description, license=args.license, authors=args.authors,
+                identifier=args.identifier, allow_secrets=args.allow_secrets, link_large=args.link_large,
+                swh_origin=args.swh_origin, swh_snapshot=args.swh_snapshot)
+
+
+def _subcommands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:
+    def export(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--notebook", metavar="PATH", help="the notebook file, when the front end does not say")
+        add_export_options(p)
+
+    def paths(p: argparse.ArgumentParser) -> None:
+        p.add_argument("paths", nargs="*", metavar="PATH")
+        p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+
+    def status(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--notebook", metavar="PATH")
+
+    def register(p: argparse.ArgumentParser) -> None:
+        p.add_argument("crate", nargs="?", metavar="CRATE", help="crate to register (default: the last export)")
+        p.add_argument("--db", metavar="URL", help="registry URL (default: $SCIDEX_NBCAPSULE_DB or the local SQLite)")
+
+    def verify(p: argparse.ArgumentParser) -> None:
+        p.add_argument("crate", nargs="?", metavar="CRATE_OR_ID", help="crate or capsule id (default: last export)")
+        p.add_argument("--db", metavar="URL")
+        p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+
+    def archive(p: argparse.ArgumentParser) -> None:
+        p.add_argument("crate", nargs="?", metavar="CRATE_OR_ID")
+        p.add_argument("--to", choices=["bagit", "swh"], default="bagit")
+        p.add_argument("--dest", metavar="DIR")
+        p.add_argument("--db", metavar="URL")
+
+    def nothing(p: argparse.ArgumentParser) -> None:
+        pass
+
+    return {
+        "export": ("capture this analysis as a capsule (RO-Crate)", export),
+        "status": ("show cells run, files read and written, and execution-order problems", status),
+        "input": ("declare files or folders the analysis read", paths),
+        "output": ("declare files or folders the analysis wrote", paths),
+        "exclude": ("leave files matching GLOB patterns out of the capsule", lambda p: p.add_argument(
+            "patterns", nargs="+", metavar="GLOB")),
+        "register": ("register a capsule in the catalogue", register),
+        "verify": ("re-run a capsule in a fresh kernel and compare", verify),
+        "archive": ("pack a capsule as BagIt or ask Software Heritage to archive its code", archive),
+        "toolbar": ("show the capsule toolbar widget", nothing),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="%capsule", description="Capture this notebook analysis as a verifiable RO-Crate capsule.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser)
+    for name, (text, configure) in _subcommands().items():
+        configure(sub.add_parser(name, help=text, description=text))
+    return parser
+
+
+def full_help() -> str:
+    parser = build_parser()
+    parts = [parser.format_help()]
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        parts.append(f"\n--- %capsule {name} ---\n{sub.format_help()}")
+    return "".join(parts)
+
+
+@magics_class
+class CapsuleMagics(Magics):
+    """Holds the recorder for this kernel session and the last capsule exported."""
+
+    def __init__(self, shell: Any, recorder: capture.Recorder) -> None:
+        super().__init__(shell)
+        self.recorder = recorder
+        self.last: api.Capsule | None = None
+
+    @magic_arguments()
+    @argument("subcommand", nargs="?", help="export | status | input | output | exclude | register | verify | "
+              "archive | toolbar; '%%capsule SUBCOMMAND --help' explains each")
+    @argument("rest", nargs=argparse.REMAINDER, help="options of the subcommand")
+    @line_magic
+    def capsule(self, line: str) -> Any:
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%capsule: cannot parse the line: {exc}") from exc
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(full_help())
+            return None
+        parse_argstring(self.capsule, line)
+        try:
+            args = build_parser().parse_args(argv)
+        except _Done:
+            return None
+        try:
+            return getattr(self, f"_do_{args.subcommand}")(args)
+        except CapsuleError as exc:
+            raise UsageError(str(exc)) from exc
+
+    # -- subcommands -----------------------------------------------------------
+    def _do_export(self, args: argparse.Namespace) -> api.Capsule | None:
+        if os.environ.get(VERIFYING_ENV):
+            print("%capsule export: skipped while this notebook is being re-verified")
+            return None
+        capsule = api.export(args.notebook, recorder=self.recorder, user_ns=self.shell.user_ns, **export_kwargs(args))
+        self.last = capsule
+        if args.bagit:
+            from .archive import run_archival
+
+            result = run_archival("bagit", capsule.path)
+            capsule.notices.append(f"BagIt bag written to {result.location}")
+        for problem in capsule.problems:
+            if problem.kind == "stale-notebook":
+                print(f"warning: {problem.message}")
+        return capsule
+
+    def _do_status(self, args: argparse.Namespace) -> None:
+        display(HTML(status_html(self.recorder, self.shell.user_ns, args.notebook)))
+
+    def _do_input(self, args: argparse.Namespace) -> None:
+        self.recorder.excludes += args.exclude
+        added = self.recorder.declare(args.paths, role="input")
+        print(f"declared {len(added)} input(s): " + ", ".join(str(p) for p in added))
+
+    def _do_output(self, args: argparse.Namespace) -> None:
+        self.recorder.excludes += args.exclude
+        added = self.recorder.declare(args.paths, role="output")
+        print(f"declared {len(added)} output(s): " + ", ".join(str(p) for p in added))
+
+    def _do_exclude(self, args: argparse.Namespace) -> None:
+        self.recorder.excludes += args.patterns
+        print("excluding: " + ", ".join(self.recorder.excludes))
+
+    def _target(self, crate: str | None) -> str:
+        if crate:
+            return crate
+        if self.last is None:
+            raise UsageError("no capsule exported in this session: run %capsule export first, or name a crate")
+        return str(self.last.path)
+
+    def _do_register(self, args: argparse.Namespace) -> Any:
+        from .registry import open_registry
+
+        with capture.paused(self.recorder), open_registry(args.db) as registry:
+            result = registry.register_capsule(self._target(args.crate))
+        state = "registered" if result.created else "already registered"
+        print(f"{state}: {result.capsule_id} (version {result.version})")
+        return result
+
+    def _do_verify(self, args: argparse.Namespace) -> Any:
+        from .verify import verify
+
+        with capture.paused(self.recorder):
+            return verify(self._target(args.crate), db=args.db, cell_timeout=args.timeout)
+
+    def _do_archive(self, args: argparse.Namespace) -> Any:
+        from .archive import run_archival
+
+        with capture.paused(self.recorder):
+            return run_archival(args.to, self._target(args.crate), dest=args.dest)
+
+    def _do_toolbar(self, args: argparse.Namespace) -> Any:
+        from .widgets import toolbar
+
+        return toolbar(magics=self)
+
+
+CapsuleMagics.capsule.__doc__ = full_help()
+
+
+def status_html(recorder: capture.Recorder, user_ns: dict, notebook: str | None) -> str:
+    import html
+
+    esc = html.escape
+    files = recorder.accessed_files()
+    root = recorder.project_root
+    rows = "".join(f"<li><code>{esc(str(f.path.relative_to(root)))}</code> "
+                   f"{'written' if f.written else 'read'}</li>" for f in files)
+    runs = [r for r in recorder.runs if r.status != "unknown"]
+    parts = [f"<b>scidex-nbcapsule</b>: {len(runs)} cell runs recorded since {esc(recorder.kernel_started)}; "
+             f"project root <code>{esc(str(root))}</code>", f"<p>Files ({len(files)}):</p><ul>{rows}</ul>"]
+    try:
+        path = Path(notebook).resolve() if notebook else capture.find_notebook(user_ns)
+        nb = capture.read_notebook(path)
+        problems = capture.analyse_order(nb, recorder.runs, current=recorder.current_run(),
+                                         saved_at=path.stat().st_mtime)
+        if problems:
+            items = "".join(f"<li><b>{esc(p.kind)}</b>: {esc(p.message)}</li>" for p in problems)
+            parts.append(f"<p style='color:#a60'>Execution-order problems in <code>{esc(path.name)}</code>:</p>"
+                         f"<ul>{items}</ul>")
+        else:
+            parts.append(f"<p style='color:#070'>No execution-order problems in <code>{esc(path.name)}</code>.</p>")
+    except CapsuleError as exc:
+        parts.append(f"<p>Execution order not checked: {esc(str(exc))}</p>")
+    return "<div>" + "".join(parts) + "</div>"
+
+
+_STATE: dict[int, tuple[CapsuleMagics, Callable, Callable]] = {}
+
+
+def load(ipython: Any) -> None:
+    """Register ``%capsule`` and start recording; loading twice keeps the first recorder."""
+    if id(ipython) in _STATE:
+        return
+    recorder = capture.Recorder(project_root=capture.find_project_root(os.getcwd()))
+    history = ipython.user_ns.get("In") or []
+    recorder.backfill_history((i, src) for i, src in enumerate(history) if i and src)
+    magics = CapsuleMagics(ipython, recorder)
+    ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", recorder.pre_run_cell)
+    ipython.events.register("post_run_cell", recorder.post_run_cell)
+    capture.attach(recorder)
+    _STATE[id(ipython)] = (magics, recorder.pre_run_cell, recorder.post_run_cell)
+
+
+def unload(ipython: Any) -> None:
+    """Remove every hook this extension installed."""
+    state = _STATE.pop(id(ipython), None)
+    if state is None:
+        return
+    magics, pre, post = state
+    ipython.events.unregister("pre_run_cell", pre)
+    ipython.events.unregister("post_run_cell", post)
+    capture.detach()
+    ipython.magics_manager.magics["line"].pop("capsule", None)
+    ipython.magics_manager.registry.pop(type(magics).__name__, None)

@@ -1,0 +1,129 @@
+"""Keeping credentials out of capsules: environment variables, cell outputs and files next to the notebook.
+
+One set of rules, applied wherever kernel state leaves the kernel. What was
+withheld is reported (names and kinds, never values) so users can tell.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+#: Variable names that carry secrets, matched as case-insensitive substrings.
+SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "PRIVATE", "SESSION", "COOKIE")
+
+#: Values that look like credentials whatever their name.
+SECRET_VALUE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("AWS access key id", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("AWS secret access key", re.compile(r"(?i)aws.{0,20}?['\"=:\s][A-Za-z0-9/+]{40}\b")),
+    ("GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,})\b")),
+    ("GitLab token", re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,}\b")),
+    ("Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b")),
+    ("URL with a password", re.compile(r"\b[a-z][a-z0-9+.\-]*://[^/\s:@]+:[^/\s@]+@[^\s]+", re.I)),
+    ("private key block", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)")),
+    ("JSON web token", re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")),
+    ("bearer token", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-~+/]{20,}=*")),
+)
+
+#: Names that are safe even though they contain a secret-ish word (KEYBOARD, ...).
+SAFE_NAMES = frozenset({"KEYBOARD", "XDG_SESSION_TYPE", "XDG_SESSION_CLASS", "XDG_SESSION_DESKTOP",
+                        "XDG_SESSION_ID", "GPG_AGENT_INFO", "SSH_AUTH_SOCK"})
+
+REDACTED = "[withheld by scidex-nbcapsule]"
+
+
+def is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    if upper in SAFE_NAMES:
+        return upper == "SSH_AUTH_SOCK"
+    return any(part in upper for part in SECRET_NAME_PARTS)
+
+
+def find_secrets(text: str) -> list[str]:
+    """Kinds of credential found in ``text`` (empty when it looks clean)."""
+    return [kind for kind, pattern in SECRET_VALUE_PATTERNS if pattern.search(text)]
+
+
+def redact(text: str) -> tuple[str, list[str]]:
+    """``text`` with every credential-looking value replaced, and the kinds replaced."""
+    kinds = []
+    for kind, pattern in SECRET_VALUE_PATTERNS:
+        text, count = pattern.subn(REDACTED, text)
+        if count:
+            kinds.append(kind)
+    return text, kinds
+
+
+def filter_environ(environ: dict[str, str]) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Variables safe to publish, and a note for each one withheld (its name, never its value)."""
+    kept: dict[str, str] = {}
+    withheld: list[dict[str, str]] = []
+    for name in sorted(environ):
+        value = environ[name]
+        if is_secret_name(name):
+            withheld.append({"kind": "environment variable", "what": name, "reason": "its name marks it as a secret"})
+            continue
+        kinds = find_secrets(value)
+        if kinds:
+            withheld.append({"kind": "environment variable", "what": name,
+                             "reason": "its value looks like a " + ", ".join(kinds)})
+            continue
+        kept[name] = value
+    return kept, withheld
+
+
+
+#: File names that hold credentials by convention.
+SECRET_FILE_PATTERNS = (".env", ".env.*", "*.pem", "*.key", "id_rsa", "id_ed25519", "id_ecdsa", ".netrc", ".pgpass",
+                        "credentials", "credentials.*", "*.p12", "*.pfx", ".npmrc", ".pypirc")
+#: Text files larger than this are not scanned (data files, not configuration).
+SCAN_LIMIT = 1 << 20
+
+
+def file_secrets(path: Path) -> list[str]:
+    """Why ``path`` must not be copied into a crate (empty when it may)."""
+    from fnmatch import fnmatch
+
+    reasons = []
+    if any(fnmatch(path.name, pat) for pat in SECRET_FILE_PATTERNS):
+        reasons.append("its name marks it as a credentials file")
+    try:
+        if path.stat().st_size <= SCAN_LIMIT:
+            text = path.read_bytes().decode("utf-8", errors="ignore")
+            reasons += ["it contains a " + kind for kind in find_secrets(text)]
+    except OSError:
+        pass
+    return reasons
+
+
+def scrub_notebook(nb: Any) -> tuple[Any, list[dict[str, str]]]:
+    """A copy of ``nb`` with credential-looking text in sources and outputs replaced."""
+    nb = copy.deepcopy(nb)
+    withheld: list[dict[str, str]] = []
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, str):
+            new, kinds = redact(value)
+            for kind in kinds:
+                withheld.append({"kind": "notebook text", "what": where, "reason": f"it looked like a {kind}"})
+            return new
+        if isinstance(value, list):
+            return [clean(v, where) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v, where) for k, v in value.items()}
+        return value
+
+    for index, cell in enumerate(nb.cells):
+        label = f"cell {index + 1}"
+        cell.source = clean(cell.source, f"{label} source")
+        for output in cell.get("outputs", []):
+            for key in ("text", "traceback", "evalue"):
+                if key in output:
+                    output[key] = clean(output[key], f"{label} output")
+            if "data" in output:
+                for mime in list(output["data"]):
+                    if not mime.startswith("image/"):
+                        output["data"][mime] = clean(output["data"][mime], f"{label} output ({mime})")
+    return nb, withheld

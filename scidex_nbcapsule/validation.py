@@ -1,0 +1,111 @@
+"""Conformance of a crate as a stranger's validator sees it (``roc-validator``), offline.
+
+The validator fetches the JSON-LD contexts a crate names; machines without web
+access get them from copies shipped in ``scidex_nbcapsule/contexts`` that are
+seeded into the validator's HTTP cache.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import CapsuleError
+
+#: Published contexts and the files that hold them (see contexts/README.md).
+CONTEXTS = {
+    "https://w3id.org/ro/crate/1.1/context": "ro-crate-1.1-context.jsonld",
+    "https://w3id.org/ro/terms/workflow-run/context": "workflow-run-context.jsonld",
+}
+DEFAULT_PROFILE = "process-run-crate-0.5"
+
+
+@dataclass
+class ValidationReport:
+    profile: str
+    severity: str
+    passed: bool
+    issues: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.passed:
+            return f"valid ({self.profile}, {self.severity}: 0 issues)"
+        return f"INVALID ({self.profile}, {self.severity}: {len(self.issues)} issues)"
+
+
+def seed_cache(cache_path: str | os.PathLike) -> Path:
+    """Store the shipped contexts in a requests-cache SQLite cache at ``cache_path`` (returned)."""
+    import requests
+    import requests_cache
+    from requests.adapters import BaseAdapter
+    from urllib3 import HTTPResponse
+
+    documents = {url: resources.files("scidex_nbcapsule").joinpath("contexts", name).read_bytes()
+                 for url, name in CONTEXTS.items()}
+
+    class _Shipped(BaseAdapter):
+        def send(self, request, **kwargs):  # noqa: ANN001, D102 - requests' adapter protocol
+            body = documents.get(request.url.rstrip("/")) or documents.get(request.url) or b""
+            status = 200 if body else 404
+            raw = HTTPResponse(body=io.BytesIO(body), headers={"Content-Type": "application/ld+json"},
+                               status=status, preload_content=False, request_url=request.url)
+            return self.build_response(request, raw)
+
+        def build_response(self, request, raw):  # noqa: ANN001, ANN201
+            response = requests.Response()
+            response.status_code = raw.status
+            response.headers = requests.structures.CaseInsensitiveDict(raw.headers)
+            response.raw = raw
+            response.url = request.url
+            response.request = request
+            response.encoding = "utf-8"
+            return response
+
+        def close(self) -> None:  # noqa: D102
+            pass
+
+    session = requests_cache.CachedSession(cache_name=str(cache_path), backend="sqlite", expire_after=-1)
+    session.mount("https://", _Shipped())
+    for url in CONTEXTS:
+        session.get(url)
+    session.close()
+    return Path(cache_path)
+
+
+def default_cache_path() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("scidex-nbcapsule")) / "roc-validator-http-cache"
+
+
+def validate_crate(crate: str | os.PathLike, *, profile: str = DEFAULT_PROFILE, severity: str = "REQUIRED",
+                   cache_path: str | os.PathLike | None = None) -> ValidationReport:
+    """Run ``roc-validator`` offline on a crate folder or zip."""
+    try:
+        from rocrate_validator import services
+        from rocrate_validator.models import ValidationSettings
+    except ImportError as exc:
+        raise CapsuleError("the RO-Crate validator is not installed",
+                           hint="pip install 'scidex-nbcapsule[test]' (it brings roc-validator)") from exc
+    cache = Path(cache_path) if cache_path else default_cache_path()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    seed_cache(cache)
+    settings = ValidationSettings(rocrate_uri=str(Path(crate).resolve()),
+                                  profile_identifier=profile, requirement_severity=severity,
+                                  offline=True, cache_path=cache)
+    result = services.validate(settings)
+    issues = []
+    for issue in result.get_issues():
+        check = issue.check
+        issues.append({"check": check.identifier, "severity": issue.severity.name,
+                       "message": issue.message, "focus": str(getattr(issue, "violatingEntity", "") or "")})
+    return ValidationReport(profile=profile, severity=severity, passed=result.passed(), issues=issues)
+
+
+def scratch_cache() -> Path:
+    return Path(tempfile.mkdtemp(prefix="nbcapsule-validator-")) / "http-cache"
