@@ -41,8 +41,11 @@ def add_commands(subparsers: Any) -> None:
 
 
 def _open_registry(url: str | None) -> Any:
-    from ..registry import open_registry
-
+    try:
+        from ..registry import open_registry
+    except ImportError as exc:
+        raise ArchiveError(f"the capsule registry is not available: {exc}",
+                           hint="pass a crate folder or zip instead of an id, and leave out --db") from exc
     return open_registry(url)
 
 
