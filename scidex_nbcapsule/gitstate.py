@@ -193,7 +193,9 @@ class GitState:
         return self.origin_url if is_public_url(self.origin_url) else None
 
     def to_dict(self, patch_file: str | None = DEFAULT_PATCH_FILE) -> dict[str, Any]:
-        """JSON-ready facts for ``capsule.json``; local absolute paths and the patch bytes are left out.
+        """JSON-ready facts for ``capsule.json``; local paths (root, file remotes) and the patch bytes are left out.
+
+        ``origin_url`` is only a candidate ``codeRepository`` when ``origin_public`` is true.
 
         ``patch_file`` is the crate path the writer stores :attr:`patch` under;
         it is only mentioned when there is a patch.
@@ -205,7 +207,9 @@ class GitState:
             "detached": self.detached,
             "shallow": self.shallow,
             "is_submodule": self.is_submodule,
-            "origin_url": self.origin_url,
+            "origin_url": self.origin_url if self.origin_url and "://" in self.origin_url
+            and not self.origin_url.startswith("file:") else None,
+            "origin_public": self.public_origin is not None,
             "remote_name": self.remote_name,
             "has_remote": self.has_remote,
             "dirty": self.dirty,

@@ -121,6 +121,8 @@ def test_shallow_clone(repo, tmp_path):
     assert state.commit == git(repo, "rev-parse", "HEAD")
     assert state.origin_url == f"file://{repo}"
     assert state.public_origin is None
+    assert state.to_dict()["origin_url"] is None and not state.to_dict()["origin_public"]
+    assert state.has_remote and state.to_dict()["has_remote"]
 
 
 def test_submodule(repo, tmp_path):
@@ -160,6 +162,7 @@ def test_upstream_remote_preferred(repo):
     assert state.remote_name == "upstream"
     assert state.origin_url == "https://codeberg.org/team/project"
     assert state.public_origin == state.origin_url
+    assert state.to_dict()["origin_public"] and state.to_dict()["origin_url"] == state.origin_url
 
 
 def test_notebook_in_subfolder_and_untracked_notebook(repo):
