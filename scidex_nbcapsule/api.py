@@ -79,19 +79,18 @@ class Capsule:
 
 
 # -- choosing files ----------------------------------------------------------------------
-def _expand(paths: Iterable[str | os.PathLike], root: Path, base: Path) -> list[Path]:
-    """Files named, and every file under folders named (hidden and cache folders skipped)."""
-    found: list[Path] = []
+def _expand(paths: Iterable[str | os.PathLike], root: Path, base: Path) -> list[tuple[Path, bool]]:
+    """Files named (flagged True) and every file under folders named (hidden and cache folders skipped)."""
+    found: list[tuple[Path, bool]] = []
     for item in paths:
         real = capture.resolve_in_project(item, root, base=base)
         if real.is_dir():
             for dirpath, dirs, files in os.walk(real):
                 dirs[:] = sorted(d for d in dirs if d not in capture.IGNORED_PARTS and not d.startswith("."))
                 for name in sorted(files):
-                    child = Path(dirpath, name)
-                    found.append(capture.resolve_in_project(child, root))
+                    found.append((capture.resolve_in_project(Path(dirpath, name), root), False))
         else:
-            found.append(real)
+            found.append((real, True))
     return found
 
 
@@ -106,7 +105,6 @@ def _collect_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.
                    inputs: Sequence, outputs: Sequence, excludes: Sequence[str], allow_secrets: Sequence,
                    base: Path) -> tuple[list[PayloadFile], list[dict[str, str]]]:
     roles: dict[Path, PayloadFile] = {}
-    explicit: set[Path] = set()
     allowed = {capture.resolve_in_project(p, root, base=base) for p in allow_secrets}
     probe = capture.Recorder(project_root=root, excludes=list(excludes))
 
@@ -120,8 +118,6 @@ def _collect_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.
         if current is not None and current.role == "output":
             return
         roles[path] = PayloadFile(source=path, path=rel, role=role, read_sha256=read_sha256)
-        if named:
-            explicit.add(path)
 
     if recorder is not None:
         for access in recorder.accessed_files():
@@ -131,16 +127,12 @@ def _collect_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.
                 add(access.path, "code")
             else:
                 add(access.path, "input")
-        for path in recorder.declared_inputs:
-            for item in _expand([path], root, base):
-                add(item, "input", named=True)
-        for path in recorder.declared_outputs:
-            for item in _expand([path], root, base):
-                add(item, "output", named=True)
-    for item in _expand(inputs, root, base):
-        add(item, "input", named=True)
-    for item in _expand(outputs, root, base):
-        add(item, "output", named=True)
+    declared = [(p, "input") for p in (recorder.declared_inputs if recorder else [])]
+    declared += [(p, "output") for p in (recorder.declared_outputs if recorder else [])]
+    declared += [(p, "input") for p in inputs] + [(p, "output") for p in outputs]
+    for given, role in declared:
+        for item, direct in _expand([given], root, base):
+            add(item, role, named=direct)
 
     withheld: list[dict[str, str]] = []
     kept: list[PayloadFile] = []

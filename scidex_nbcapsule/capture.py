@@ -131,8 +131,8 @@ class Recorder:
     def post_run_cell(self, result: Any) -> None:
         if not getattr(result.info, "store_history", True):
             return
-        current = self._current or {"cell_id": None, "source_sha256": sha256_text(result.info.raw_cell or ""),
-                                    "started": None}
+        current = self._current or {"cell_id": getattr(result.info, "cell_id", None),
+                                    "source_sha256": sha256_text(result.info.raw_cell or ""), "started": None}
         self._current = None
         error = result.error_before_exec or result.error_in_exec
         if self.runs and self.runs[-1].status == "unknown" and self.runs[-1].execution_count == result.execution_count:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,15 +37,22 @@ class ValidationReport:
         return f"INVALID ({self.profile}, {self.severity}: {len(self.issues)} issues)"
 
 
-def seed_cache(cache_path: str | os.PathLike) -> Path:
-    """Store the shipped contexts in a requests-cache SQLite cache at ``cache_path`` (returned)."""
+def seed_cache(cache_path: str | os.PathLike, contexts_dir: str | os.PathLike | None = None) -> Path:
+    """Store the published contexts in a requests-cache SQLite cache at ``cache_path`` (returned).
+
+    ``contexts_dir`` holds the documents under the names in :data:`CONTEXTS`;
+    by default, the copies shipped in the package.
+    """
     import requests
     import requests_cache
     from requests.adapters import BaseAdapter
     from urllib3 import HTTPResponse
 
-    documents = {url: resources.files("scidex_nbcapsule").joinpath("contexts", name).read_bytes()
-                 for url, name in CONTEXTS.items()}
+    if contexts_dir is None:
+        documents = {url: resources.files("scidex_nbcapsule").joinpath("contexts", name).read_bytes()
+                     for url, name in CONTEXTS.items()}
+    else:
+        documents = {url: Path(contexts_dir, name).read_bytes() for url, name in CONTEXTS.items()}
 
     class _Shipped(BaseAdapter):
         def send(self, request, **kwargs):  # noqa: ANN001, D102 - requests' adapter protocol
@@ -84,8 +90,8 @@ def default_cache_path() -> Path:
 
 
 def validate_crate(crate: str | os.PathLike, *, profile: str = DEFAULT_PROFILE, severity: str = "REQUIRED",
-                   cache_path: str | os.PathLike | None = None) -> ValidationReport:
-    """Run ``roc-validator`` offline on a crate folder or zip."""
+                   cache_path: str | os.PathLike | None = None, seed: bool = True) -> ValidationReport:
+    """Run ``roc-validator`` offline on a crate folder or zip (``seed=False``: the cache is ready)."""
     try:
         from rocrate_validator import services
         from rocrate_validator.models import ValidationSettings
@@ -94,7 +100,8 @@ def validate_crate(crate: str | os.PathLike, *, profile: str = DEFAULT_PROFILE, 
                            hint="pip install 'scidex-nbcapsule[test]' (it brings roc-validator)") from exc
     cache = Path(cache_path) if cache_path else default_cache_path()
     cache.parent.mkdir(parents=True, exist_ok=True)
-    seed_cache(cache)
+    if seed:
+        seed_cache(cache)
     settings = ValidationSettings(rocrate_uri=str(Path(crate).resolve()),
                                   profile_identifier=profile, requirement_severity=severity,
                                   offline=True, cache_path=cache)
@@ -105,7 +112,3 @@ def validate_crate(crate: str | os.PathLike, *, profile: str = DEFAULT_PROFILE, 
         issues.append({"check": check.identifier, "severity": issue.severity.name,
                        "message": issue.message, "focus": str(getattr(issue, "violatingEntity", "") or "")})
     return ValidationReport(profile=profile, severity=severity, passed=result.passed(), issues=issues)
-
-
-def scratch_cache() -> Path:
-    return Path(tempfile.mkdtemp(prefix="nbcapsule-validator-")) / "http-cache"
