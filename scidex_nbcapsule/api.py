@@ -245,7 +245,7 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
         identifier=identifier or cfg.get("identifier"),
         withheld=withheld,
     )
-    identify, generated = _source_references(manifest, nb_path, root, files, swh_origin, swh_snapshot)
+    identify, generated = _source_references(manifest, nb_path, files, swh_origin, swh_snapshot)
     plan = CratePlan(manifest=manifest, files=files, notebook_bytes=notebook_bytes, environment=snap.data,
                      requirements=environment.pinned_requirements(snap), generated=generated,
                      link_large=link_large, progress=_progress_callback(progress, files), identify=identify)
@@ -283,10 +283,45 @@ def _execution_record(nb: Any, recorder: capture.Recorder | None, saved_at: floa
                            status="failed" if failed else "completed", cells=runs, problems=problems)
 
 
-def _source_references(manifest: Manifest, nb_path: Path, root: Path, files: list[PayloadFile],
-                       origin: str | None, snapshot: str | None):
-    """Git facts and SWHIDs, when the git and swhid modules are present."""
-    return None, {}
+def _source_references(manifest: Manifest, nb_path: Path, files: list[PayloadFile], origin: str | None,
+                       snapshot: str | None) -> tuple[Callable[[Manifest], None], dict[str, bytes]]:
+    """Git facts now, and a callback that fills in SWHIDs once every file's digest is known."""
+    from . import gitstate, swhid
+
+    origin = swhid.validate_origin(origin) if origin else None
+    snapshot = swhid.validate_snapshot(snapshot) if snapshot else None
+    git = gitstate.read_git_state(nb_path, [f.source for f in files])
+    generated: dict[str, bytes] = {}
+    if git is None:
+        manifest.git = {"repository": None, "reason": gitstate.no_repository_reason(nb_path)}
+    else:
+        patch_file = f"provenance/{gitstate.DEFAULT_PATCH_FILE}"
+        manifest.git = git.to_dict(patch_file=patch_file)
+        manifest.git_commit = git.commit
+        manifest.git_tree_hash = git.tree
+        if git.patch is not None:
+            kinds = redaction.find_secrets(git.patch.decode("utf-8", errors="ignore"))
+            if kinds:
+                manifest.git["patch_file"] = None
+                manifest.withheld.append({"kind": "git patch", "what": patch_file,
+                                          "reason": "the uncommitted changes contain a " + ", ".join(kinds),
+                                          "how_to_include": "commit the changes without the credential"})
+            else:
+                generated[patch_file] = git.patch
+
+    def identify(sealed: Manifest) -> None:
+        ids = swhid.capsule_swhids(sealed.files, git, sealed.notebook, origin=origin or (
+            git.public_origin if git is not None else None), snapshot=snapshot)
+        sealed.swhids = ids
+        sealed.swh_origin_url = ids.get("origin")
+        sealed.swh_snapshot_id = ids.get("snapshot")
+        for record in sealed.files:
+            if record.path == sealed.notebook:
+                record.swhid = ids["notebook"]
+            else:
+                record.swhid = ids.get("code", {}).get(record.path) or ids["files"][record.path]
+
+    return identify, generated
 
 
 def _progress_callback(progress: bool | Callable[[int, int], None], files: list[PayloadFile]):

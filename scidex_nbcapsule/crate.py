@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 from .errors import (CapsuleError, CrateError, DestinationExists, ExportError, ManifestError, UnsafeArchive)
 from .hashing import Digests, copy_and_hash, hash_bytes, hash_file
 from .manifest import FileRecord, Manifest, Person
+from .swhid import content_swhid
 
 RO_CRATE_VERSION = "1.1"
 PROCESS_RUN_CRATE = "https://w3id.org/ro/wfrun/process/0.5"
@@ -209,8 +210,11 @@ def _fill(plan: CratePlan, root: Path) -> str:
     manifest.files = sorted(records, key=lambda r: r.path)
     if plan.identify:
         plan.identify(manifest)
-    citation = citation_cff(manifest).encode()
-    manifest.files.append(_write_generated(root, "CITATION.cff", citation, "provenance"))
+    citation = _write_generated(root, "CITATION.cff", citation_cff(manifest).encode(), "provenance")
+    manifest.files.append(citation)
+    for record in manifest.files:
+        if record.swhid is None:
+            record.swhid = content_swhid(record.sha1_git)
     manifest.files.sort(key=lambda r: r.path)
     manifest.seal()
     manifest_bytes = manifest.to_json().encode("utf-8")
@@ -348,7 +352,7 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
             "encodingFormat": record.encoding_format,
         }
         if record.swhid:
-            props["identifier"] = [{"@id": f"https://archive.softwareheritage.org/{record.swhid}"}]
+            props["identifier"] = {"@id": f"https://archive.softwareheritage.org/{record.swhid}"}
         if record.read_sha256:
             props["description"] = f"Rewritten by the analysis; the version it read had sha256 {record.read_sha256}."
         if record.path == manifest.notebook:
@@ -359,8 +363,8 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
                           else None})
             props["url"] = (f"https://archive.softwareheritage.org/{record.swhid}" if record.swhid
                             else interpreter_url_for(record))
-            if manifest.git and manifest.git.get("origin_url"):
-                props["codeRepository"] = manifest.git["origin_url"]
+            if _public_origin(manifest):
+                props["codeRepository"] = _public_origin(manifest)
             props = {k: v for k, v in props.items() if v is not None}
         elif record.role == "code" and record.path.endswith(".py"):
             props.update({"@type": ["File", "SoftwareSourceCode"], "programmingLanguage": {"@id": language.id}})
@@ -377,10 +381,12 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
     if manifest.git and manifest.git.get("commit"):
         repo_props: dict[str, Any] = {"@type": "SoftwareSourceCode", "name": "Source repository at the analysed commit",
                                       "version": manifest.git["commit"]}
-        if manifest.git.get("origin_url"):
-            repo_props["codeRepository"] = manifest.git["origin_url"]
-        if manifest.swhids.get("revision"):
-            repo_props["identifier"] = [{"@id": f"https://archive.softwareheritage.org/{manifest.swhids['revision']}"}]
+        if _public_origin(manifest):
+            repo_props["codeRepository"] = _public_origin(manifest)
+        refs = [manifest.swhids.get(k) for k in ("revision", "directory") if manifest.swhids.get(k)]
+        if refs:
+            repo_props["identifier"] = _one_or_many([{"@id": f"https://archive.softwareheritage.org/{r}"}
+                                                     for r in refs])
         crate.add(ContextEntity(crate, "#source-repository", repo_props))
 
     inputs = [entities[r.path] for r in manifest.files if r.role == "input"]
@@ -410,6 +416,12 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
     create = crate.add(ContextEntity(crate, f"#run-{manifest.capsule_id}", action))
     root["mentions"] = {"@id": create.id}
     return crate
+
+
+def _public_origin(manifest: Manifest) -> str | None:
+    """The origin URL, only when it is a public forge URL that others can resolve."""
+    git = manifest.git or {}
+    return git.get("origin_url") if git.get("origin_public") else None
 
 
 def interpreter_url_for(record: FileRecord) -> str:
@@ -445,8 +457,8 @@ def citation_cff(manifest: Manifest) -> str:
     lines.append("identifiers:")
     for kind, value, description in identifiers:
         lines += [f"  - type: {kind}", f"    value: {q(value)}", f"    description: {q(description)}"]
-    if manifest.git and manifest.git.get("origin_url"):
-        lines.append(f"repository-code: {q(manifest.git['origin_url'])}")
+    if _public_origin(manifest):
+        lines.append(f"repository-code: {q(_public_origin(manifest))}")
     if manifest.git_commit:
         lines.append(f"commit: {q(manifest.git_commit)}")
     return "\n".join(lines) + "\n"
