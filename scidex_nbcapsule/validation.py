@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -102,9 +103,16 @@ def validate_crate(crate: str | os.PathLike, *, profile: str = DEFAULT_PROFILE, 
     cache.parent.mkdir(parents=True, exist_ok=True)
     if seed:
         seed_cache(cache)
-    settings = ValidationSettings(rocrate_uri=str(Path(crate).resolve()),
-                                  profile_identifier=profile, requirement_severity=severity,
-                                  offline=True, cache_path=cache)
+    crate = Path(crate).resolve()
+    if not crate.is_dir() and zipfile.is_zipfile(crate):
+        # roc-validator reads neither the .eln suffix nor a zip whose crate sits in one top folder (the ELN
+        # layout): check the same bytes unpacked, with the same refusal of unsafe members as every reader.
+        from .crate import open_crate
+
+        with open_crate(crate) as opened:
+            return validate_crate(opened.root, profile=profile, severity=severity, cache_path=cache, seed=False)
+    settings = ValidationSettings(rocrate_uri=str(crate), profile_identifier=profile,
+                                  requirement_severity=severity, offline=True, cache_path=cache)
     result = services.validate(settings)
     issues = []
     for issue in result.get_issues():
