@@ -17,6 +17,11 @@ from .errors import CapsuleError, InputFileError, NotebookError, PathOutsideProj
 from .manifest import ExecutionRecord, Manifest, Problem, new_capsule_id, utc_now
 
 
+#: Exports past either size take seconds: show a progress bar.
+PROGRESS_BYTES = 128 << 20
+PROGRESS_FILES = 2000
+
+
 @dataclass
 class Capsule:
     """An exported capsule: where it is and what it says."""
@@ -330,7 +335,7 @@ def _progress_callback(progress: bool | Callable[[int, int], None], files: list[
     if not progress:
         return None
     total = sum(f.source.stat().st_size for f in files if f.source.exists())
-    if total < (256 << 20):
+    if total < PROGRESS_BYTES and len(files) < PROGRESS_FILES:
         return None
     from tqdm.auto import tqdm
 
