@@ -159,7 +159,7 @@ def _collect_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.
 
 # -- export ----------------------------------------------------------------------------------
 def _notebook_and_content(notebook: str | os.PathLike | None, recorder: capture.Recorder | None,
-                          user_ns: dict | None) -> tuple[Path, Any, float | None]:
+                          user_ns: dict | None) -> tuple[Path, Path, Any, float | None]:
     if notebook is None:
         path = capture.find_notebook(user_ns)
     else:
@@ -173,7 +173,7 @@ def _notebook_and_content(notebook: str | os.PathLike | None, recorder: capture.
         content_path = Path(snapshot)
     nb = capture.read_notebook(content_path)
     saved_at = content_path.stat().st_mtime if recorder is not None else None
-    return path, nb, saved_at
+    return path, content_path, nb, saved_at
 
 
 def export(notebook: str | os.PathLike | None = None, *, inputs: Sequence[str | os.PathLike] = (),
@@ -203,7 +203,7 @@ def export(notebook: str | os.PathLike | None = None, *, inputs: Sequence[str | 
 def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license, authors, identifier, exclude,
             allow_secrets, link_large, project_root, swh_origin, swh_snapshot, recorder, user_ns,
             progress) -> Capsule:
-    nb_path, nb, saved_at = _notebook_and_content(notebook, recorder, user_ns)
+    nb_path, content_path, nb, saved_at = _notebook_and_content(notebook, recorder, user_ns)
     if project_root is not None:
         root = Path(project_root).resolve()
     elif recorder is not None and (recorder.project_root == nb_path.parent or recorder.project_root in nb_path.parents):
@@ -229,9 +229,12 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
                                      outputs=outputs, excludes=excludes, allow_secrets=allow_secrets, base=base)
     nb_clean, nb_withheld = redaction.scrub_notebook(nb)
     withheld += nb_withheld
-    import nbformat
+    if nb_withheld:
+        import nbformat
 
-    notebook_bytes = nbformat.writes(nb_clean).encode("utf-8")
+        notebook_bytes = (nbformat.writes(nb_clean) + "\n").encode("utf-8")
+    else:
+        notebook_bytes = content_path.read_bytes()  # byte for byte what was saved, so git's blob id holds
     snap = environment.snapshot(imported_modules=list(sys.modules))
     withheld += snap.withheld
 
