@@ -1,0 +1,204 @@
+"""The verification report: one verdict, the evidence for it, as JSON, text and HTML.
+
+Everything the report shows passes through :func:`scidex_nbcapsule.redaction.redact`
+first, so a credential printed by a notebook never reaches a report, a
+terminal or the registry.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..redaction import redact
+from .compare import Difference
+from .fixity import FixityProblem
+from .normalizers import DIFFERENT, WITHIN_TOLERANCE
+from .rerun import ExecutionProblem
+
+VERIFIED = "verified"
+VERIFIED_WITHIN_TOLERANCE = "verified-within-tolerance"
+MISMATCH = "mismatch"
+EXECUTION_FAILED = "execution-failed"
+FIXITY_FAILED = "fixity-failed"
+VERDICTS = (VERIFIED, VERIFIED_WITHIN_TOLERANCE, MISMATCH, EXECUTION_FAILED, FIXITY_FAILED)
+
+#: Exit status of ``nbcapsule verify`` per verdict (usage errors and other CapsuleErrors exit 2 to 5).
+EXIT_CODES = {VERIFIED: 0, VERIFIED_WITHIN_TOLERANCE: 0, MISMATCH: 10, EXECUTION_FAILED: 11, FIXITY_FAILED: 12}
+
+_COLOURS = {VERIFIED: "#0a7d27", VERIFIED_WITHIN_TOLERANCE: "#4f7d0a", MISMATCH: "#b35c00",
+            EXECUTION_FAILED: "#b00020", FIXITY_FAILED: "#b00020"}
+
+
+def clean(value: Any) -> Any:
+    """``value`` with every credential-looking string redacted (data URIs of images are left alone)."""
+    if isinstance(value, str):
+        if value.startswith("data:image/"):
+            return value
+        return redact(value)[0]
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def decide(fixity: list[FixityProblem], execution: ExecutionProblem | None, differences: list[Difference]) -> str:
+    """Fixity first (nothing else counts on altered bytes), then execution, then the comparison."""
+    if fixity:
+        return FIXITY_FAILED
+    if execution is not None:
+        return EXECUTION_FAILED
+    if any(d.status == DIFFERENT for d in differences):
+        return MISMATCH
+    if any(d.status == WITHIN_TOLERANCE for d in differences):
+        return VERIFIED_WITHIN_TOLERANCE
+    return VERIFIED
+
+
+@dataclass(repr=False)
+class VerificationReport:
+    """What a re-verification found; ``verdict`` is one of :data:`VERDICTS`."""
+
+    verdict: str
+    crate: str
+    started: str
+    finished: str
+    seconds: float
+    capsule_id: str | None = None
+    title: str | None = None
+    notebook: str | None = None
+    fixity: list[FixityProblem] = field(default_factory=list)
+    environment_drift: list[str] = field(default_factory=list)
+    execution: ExecutionProblem | None = None
+    differences: list[Difference] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    fresh_env: bool = False
+    environment_digest: str | None = None
+    recorded: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in (VERIFIED, VERIFIED_WITHIN_TOLERANCE)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready and redacted: what the CLI prints with ``--json`` and the registry stores."""
+        return clean({
+            "verdict": self.verdict,
+            "ok": self.ok,
+            "crate": self.crate,
+            "capsule_id": self.capsule_id,
+            "title": self.title,
+            "notebook": self.notebook,
+            "started": self.started,
+            "finished": self.finished,
+            "seconds": round(self.seconds, 3),
+            "fixity": [p.to_dict() for p in self.fixity],
+            "environment_drift": list(self.environment_drift),
+            "execution": self.execution.to_dict() if self.execution else None,
+            "differences": [d.to_dict() for d in self.differences],
+            "settings": self.settings,
+            "fresh_env": self.fresh_env,
+            "environment_digest": self.environment_digest,
+            "recorded": self.recorded,
+            "notes": list(self.notes),
+        })
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    def summary(self) -> str:
+        """A few lines for a terminal: the verdict and what led to it."""
+        data = self.to_dict()
+        lines = [f"{data['verdict']}: {data['capsule_id'] or data['crate']} ({data['seconds']:.1f} s)"]
+        lines += [f"  fixity:    {p['message']}" for p in data["fixity"]]
+        if data["execution"]:
+            ex = data["execution"]
+            lines.append(f"  execution: {ex['message']}")
+            if ex.get("traceback"):
+                lines += ["    " + line for line in ex["traceback"].strip().splitlines()[-12:]]
+        for d in data["differences"]:
+            lines.append(f"  {d['status']}: {d['where']} [{d['what']}] {d['detail']}")
+            if d["status"] == DIFFERENT and d["diff"]:
+                lines += ["    " + line for line in d["diff"].splitlines()[:40]]
+        lines += [f"  drift:     {w}" for w in data["environment_drift"]]
+        lines += [f"  note:      {n}" for n in data["notes"]]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        return f"<VerificationReport {self.verdict} {self.capsule_id or self.crate}>"
+
+    def to_html(self) -> str:
+        """A self-contained fragment: differing cells and files, unified diffs, images side by side."""
+        data = self.to_dict()
+        esc = html.escape
+        colour = _COLOURS.get(data["verdict"], "#333")
+        parts = [
+            "<div class='nbcapsule-verification' style='font-family:sans-serif'>",
+            f"<h3 style='margin:0 0 .3em 0'>Verification: <span style='color:{colour}'>{esc(data['verdict'])}"
+            "</span></h3>",
+            f"<p>Capsule <code>{esc(str(data['capsule_id']))}</code> · crate <code>{esc(data['crate'])}</code>"
+            f"<br>{esc(data['started'])} → {esc(data['finished'])} ({data['seconds']:.1f} s)"
+            f"{' · fresh environment' if data['fresh_env'] else ''}</p>",
+        ]
+        if data["fixity"]:
+            parts.append("<h4>Fixity problems</h4><ul>" + "".join(
+                f"<li><code>{esc(p['path'])}</code> ({esc(p['kind'])}): {esc(p['message'])}</li>"
+                for p in data["fixity"]) + "</ul>")
+        if data["execution"]:
+            ex = data["execution"]
+            parts.append(f"<h4>Execution failed</h4><p>{esc(ex['message'])}</p>")
+            if ex.get("source"):
+                parts.append(f"<pre style='background:#f6f6f6;padding:.5em'>{esc(ex['source'])}</pre>")
+            if ex.get("traceback"):
+                parts.append(f"<pre style='background:#fff0f0;padding:.5em;white-space:pre-wrap'>"
+                             f"{esc(ex['traceback'])}</pre>")
+        if data["differences"]:
+            parts.append("<h4>Differences</h4>")
+            for d in data["differences"]:
+                parts.append(f"<details {'open' if d['status'] == DIFFERENT else ''}><summary><b>{esc(d['where'])}"
+                             f"</b> <code>{esc(d['what'])}</code> — {esc(d['status'])}: {esc(d['detail'])}"
+                             "</summary>")
+                if d.get("diff"):
+                    parts.append(_diff_html(d["diff"]))
+                if d.get("images"):
+                    parts.append("<table><tr><th>recorded</th><th>re-executed</th></tr><tr>" + "".join(
+                        f"<td><img style='max-width:100%' src='{esc(uri, quote=True)}'></td>"
+                        for uri in (d["images"]["recorded"], d["images"]["re-executed"])) + "</tr></table>")
+                parts.append("</details>")
+        elif data["verdict"] in (VERIFIED, VERIFIED_WITHIN_TOLERANCE):
+            parts.append("<p>Every analysis cell and output file matched.</p>")
+        if data["environment_drift"]:
+            parts.append("<h4>Environment drift (warnings)</h4><ul>" + "".join(
+                f"<li>{esc(w)}</li>" for w in data["environment_drift"]) + "</ul>")
+        if data["notes"]:
+            parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in data["notes"]) + "</ul>")
+        parts.append("</div>")
+        return "".join(parts)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+
+def _diff_html(diff: str) -> str:
+    rows = []
+    for line in diff.splitlines():
+        style = ""
+        if line.startswith("+") and not line.startswith("+++"):
+            style = "background:#e6ffec"
+        elif line.startswith("-") and not line.startswith("---"):
+            style = "background:#ffebe9"
+        elif line.startswith("@@"):
+            style = "color:#6a737d"
+        rows.append(f"<span style='{style}'>{html.escape(line)}</span>")
+    return "<pre style='padding:.5em;border:1px solid #ddd'>" + "\n".join(rows) + "</pre>"

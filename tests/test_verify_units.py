@@ -1,0 +1,170 @@
+"""Normalisers, settings, report redaction, Binder links and the reverify notebook: no kernels needed."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+
+import nbformat
+import pytest
+from PIL import Image, ImageDraw
+
+from scidex_nbcapsule.errors import ConfigError
+from scidex_nbcapsule.manifest import Manifest, new_capsule_id, utc_now
+from scidex_nbcapsule.verify import load_settings
+from scidex_nbcapsule.verify.binder import binder_urls, public_url, reverify_notebook
+from scidex_nbcapsule.verify.compare import Difference
+from scidex_nbcapsule.verify.normalizers import (DIFFERENT, EQUAL, WITHIN_TOLERANCE, CSVNormalizer,
+                                                 HTMLTableNormalizer, ImageNormalizer, JSONNormalizer, Settings,
+                                                 TextNormalizer, load_normalizers, normalizer_classes,
+                                                 parse_html_tables)
+from scidex_nbcapsule.verify.report import VerificationReport
+
+from conftest import nbcapsule
+
+PANDAS_LIKE = """<div><style scoped>.dataframe tbody tr th {vertical-align: top;}</style>
+<table border="1" class="dataframe">
+  <thead><tr style="text-align: right;"><th></th><th>station</th><th>mean</th></tr></thead>
+  <tbody>
+    <tr><th>0</th><td>Lund</td><td>12.36</td></tr>
+    <tr><th>1</th><td>Kiruna</td><td>2.49</td></tr>
+  </tbody>
+</table></div>"""
+
+SAME_VALUES_OTHER_MARKUP = """<table class="x"><tr><th></th><th> station </th><th>mean</th></tr>
+<tr><th>0</th><td><b>Lund</b></td><td>
+      12.36</td></tr><tr><th>1</th><td>Kiruna</td><td>2.4900000000001</td></tr></table>"""
+
+
+def test_html_tables_compare_by_cell_values_not_markup():
+    assert parse_html_tables(PANDAS_LIKE) == [[["", "station", "mean"], ["0", "Lund", "12.36"], ["1", "Kiruna", "2.49"]]]
+    normalizer = HTMLTableNormalizer(Settings())
+    assert normalizer.accepts("text/html", PANDAS_LIKE)
+    assert normalizer.compare(PANDAS_LIKE, SAME_VALUES_OTHER_MARKUP).status == WITHIN_TOLERANCE
+    assert normalizer.compare(PANDAS_LIKE, PANDAS_LIKE.replace("   ", " ")).status == EQUAL
+    changed = normalizer.compare(PANDAS_LIKE, PANDAS_LIKE.replace("Kiruna", "Abisko"))
+    assert changed.status == DIFFERENT
+    assert "row 3 column 2" in changed.detail and "Abisko" in changed.diff
+
+
+def _png(colour: tuple[int, int, int], *, dot: tuple[int, int] | None = None, size=(60, 40)) -> bytes:
+    image = Image.new("RGB", size, colour)
+    if dot:
+        ImageDraw.Draw(image).rectangle([dot, (dot[0] + 1, dot[1] + 1)], fill=(0, 0, 0))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_images_by_digest_then_by_pixel_difference():
+    normalizer = ImageNormalizer(Settings(image_threshold=0.01))
+    base = _png((200, 220, 240))
+    assert normalizer.compare_files(base, base).status == EQUAL
+    nearly = normalizer.compare_files(base, _png((200, 220, 240), dot=(10, 10)))
+    assert nearly.status == WITHIN_TOLERANCE and nearly.images and nearly.images[0].startswith("data:image/png")
+    other = normalizer.compare(base64.b64encode(base).decode(), base64.b64encode(_png((20, 20, 20))).decode())
+    assert other.status == DIFFERENT and "mean pixel difference" in other.detail
+    resized = normalizer.compare_files(base, _png((200, 220, 240), size=(61, 40)))
+    assert resized.status == DIFFERENT
+
+
+def test_text_masks_counts_addresses_clocks_and_temp_paths():
+    text = TextNormalizer(Settings())
+    a = "Out[3]: <Foo object at 0x7f3a2b1c0d90> at 2024-05-01T10:11:12.123Z in /tmp/abc123/x.csv"
+    b = "Out[17]: <Foo object at 0x7f00deadbeef> at 2026-11-25 06:00:01 in /tmp/zz9/x.csv"
+    assert text.compare(a, b).status == EQUAL
+    assert text.compare("mean 0.5000000000001\n", "mean 0.5000000000003\n").status == WITHIN_TOLERANCE
+    diff = text.compare("mean 0.51\n", "mean 0.73\n")
+    assert diff.status == DIFFERENT and "-mean 0.51" in diff.diff and "+mean 0.73" in diff.diff
+    assert text.compare("3 rows", "4 rows").status == DIFFERENT
+
+
+def test_user_sanitisers_and_tolerances_from_pyproject(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.nbcapsule.verify]\nrtol = 0.01\nsanitize = [{regex = "took \\\\d+ ms", replace = "took N ms"}]\n')
+    settings = load_settings(None, None, project_dir=tmp_path)
+    assert settings.rtol == 0.01 and settings.atol == Settings().atol
+    text = TextNormalizer(settings)
+    assert text.compare("took 13 ms", "took 250 ms").status == EQUAL
+    assert text.compare("value 100.0", "value 100.5").status == WITHIN_TOLERANCE
+    explicit = load_settings(None, None, {"verify": {"rtol": 0}}, project_dir=tmp_path)
+    assert explicit.rtol == 0 and explicit.sanitize
+    (tmp_path / "capsule.toml").write_text('sanitize = [{regex = "("}]\n')
+    with pytest.raises(ConfigError, match="invalid"):
+        load_settings(None, None, project_dir=tmp_path)
+
+
+def test_json_and_csv_by_value():
+    j = JSONNormalizer(Settings())
+    assert j.compare({"a": [1, 2.0000000000001], "b": "x"}, {"b": "x", "a": [1, 2.0]}).status == WITHIN_TOLERANCE
+    result = j.compare_files(b'{"a": 1}', b'{"a": 2}')
+    assert result.status == DIFFERENT and "$.a" in result.detail
+    c = CSVNormalizer(Settings())
+    assert c.compare_files(b"x,y\r\n1,2.0\r\n", b'"x","y"\n1,2.0\n').status == EQUAL
+    assert c.compare_files(b"x,y\n1,2\n", b"x,y\n1,3\n").status == DIFFERENT
+
+
+def test_normalizer_plugins_come_from_entry_points_or_builtins():
+    classes = normalizer_classes()
+    for name in ("text", "json", "html-table", "image"):
+        assert name in classes
+    order = [n.name for n in load_normalizers()]
+    assert order.index("image") < order.index("html-table") < order.index("text")
+
+
+def test_report_never_shows_secrets():
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    report = VerificationReport(
+        verdict="mismatch", crate="/c", started=utc_now(), finished=utc_now(), seconds=1.0,
+        differences=[Difference("cell", "cell 2", DIFFERENT, "stdout", f"token {token}", f"-{token}\n+other")],
+        notes=[f"saw {token}"])
+    for text in (report.to_json(), report.to_html(), report.summary(), report._repr_html_()):
+        assert token not in text
+        assert "withheld" in text
+    assert report.exit_code == 10 and not report.ok
+    json.loads(report.to_json())
+
+
+def test_binder_urls_for_github_and_any_git_host():
+    urls = binder_urls("https://github.com/scidex/analysis.git", "main", "capsules/c1/reverify.ipynb")
+    assert urls["gh"] == "https://mybinder.org/v2/gh/scidex/analysis/main?labpath=capsules/c1/reverify.ipynb"
+    assert urls["git"] == ("https://mybinder.org/v2/git/https%3A%2F%2Fgithub.com%2Fscidex%2Fanalysis.git/main"
+                           "?labpath=capsules/c1/reverify.ipynb")
+    other = binder_urls("https://gitlab.com/group/project", "v1.0", "reverify.ipynb")
+    assert set(other) == {"git"} and other["git"].startswith("https://mybinder.org/v2/git/https%3A%2F%2Fgitlab.com")
+    for bad in ("git@github.com:o/r.git", "file:///srv/repo", "ssh://github.com/o/r",
+                "https://user:token@github.com/o/r", "https://token@github.com/o/r"):
+        with pytest.raises(ConfigError):
+            binder_urls(bad, "main", "x.ipynb")
+    assert public_url("git@github.com:o/r.git") == "https://github.com/o/r"
+    assert public_url("https://u:p@github.com/o/r") is None
+
+
+def test_binder_command_defaults_from_git_checkout(tmp_path):
+    repo = tmp_path / "repo"
+    crate = repo / "capsules" / "c1"
+    crate.mkdir(parents=True)
+    (crate / "reverify.ipynb").write_text("{}")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "remote", "add", "origin", "git@github.com:owner/proj.git"], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "crate"], check=True)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result = nbcapsule("binder", str(crate), "--json", check=True)
+    urls = json.loads(result.stdout)
+    assert urls["gh"] == f"https://mybinder.org/v2/gh/owner/proj/{head}?labpath=capsules/c1/reverify.ipynb"
+    refused = nbcapsule("binder", str(crate), "--repo", "https://me:secret@github.com/owner/proj")
+    assert refused.returncode == 2 and "credentials" in refused.stderr and "secret" not in refused.stderr
+
+
+def test_reverify_notebook_is_valid_and_deterministic():
+    manifest = Manifest(capsule_id=new_capsule_id(), title="T", license="MIT", created_at=utc_now(),
+                        notebook="analysis/nb.ipynb", notebook_sha256="0" * 64)
+    data = reverify_notebook(manifest)
+    assert data == reverify_notebook(manifest)
+    nb = nbformat.reads(data.decode(), as_version=4)
+    nbformat.validate(nb)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "verify('.'" in code and "pip install" not in code and "nbcapsule verify . --json" in code
