@@ -26,6 +26,7 @@ from .errors import CapsuleError
 
 _esc = html.escape
 _SWH_BROWSE = "https://archive.softwareheritage.org/"
+_LINK = "color:var(--jp-content-link-color,#1a73e8)"
 
 
 def _config_defaults(notebook_dir: Path | None, project_root: Path | None) -> dict[str, str]:
@@ -187,7 +188,8 @@ class CapsuleToolbar(widgets.VBox):
         self.results.value = "<ul style='margin:0'>" + "".join(self._links.values()) + "</ul>"
 
     def _show_link(self, key: str, label: str, href: str, text: str) -> None:
-        self._show(key, f"{_esc(label)}: <a href='{_esc(href, quote=True)}' target='_blank' rel='noopener'>"
+        self._show(key, f"{_esc(label)}: <a href='{_esc(href, quote=True)}' target='_blank' rel='noopener' "
+                        f"style='{_LINK}'>"
                         f"<code>{_esc(text)}</code></a>")
 
     # -- context -------------------------------------------------------------------------
@@ -235,8 +237,7 @@ class CapsuleToolbar(widgets.VBox):
         preview = capsule.path / "ro-crate-preview.html"
         if preview.is_file():
             self._show_link("preview", "preview", _href(preview, base), preview.name)
-        for name, swhid in sorted(self._swhids(capsule).items()):
-            self._show_link(f"swhid:{name}", f"SWHID {name}", _SWH_BROWSE + swhid, swhid)
+        self._show_swhids(capsule.manifest.swhids or {})
         if capsule.problems:
             items = "".join(f"<li><b>{_esc(p.kind)}</b>: {_esc(p.message)}</li>" for p in capsule.problems)
             self._show("problems", f"<details><summary style='color:#a60'>{len(capsule.problems)} execution-order "
@@ -245,12 +246,16 @@ class CapsuleToolbar(widgets.VBox):
             self._show(f"notice:{index}", f"<small>{_esc(notice)}</small>")
         return f"capsule <code>{_esc(capsule.capsule_id)}</code>"
 
-    @staticmethod
-    def _swhids(capsule: Any) -> dict[str, str]:
-        found = getattr(capsule.manifest, "swhids", None) or {}
-        if isinstance(found, dict):
-            return {str(k): str(v) for k, v in found.items() if v}
-        return {str(i): str(v) for i, v in enumerate(found) if v}
+    def _show_swhids(self, swhids: dict[str, Any]) -> None:
+        """Single SWHIDs as links; the per-file ones folded away, as there can be hundreds."""
+        for key in ("notebook", "payload", "revision", "directory", "snapshot"):
+            if isinstance(swhids.get(key), str):
+                self._show_link(f"swhid:{key}", f"SWHID {key}", _SWH_BROWSE + swhids[key], swhids[key].split(";")[0])
+        files = {**(swhids.get("files") or {}), **(swhids.get("code") or {})}
+        if files:
+            items = "".join(f"<li><a href='{_esc(_SWH_BROWSE + v, quote=True)}' target='_blank' rel='noopener' "
+                            f"style='{_LINK}'>{_esc(k)}</a></li>" for k, v in sorted(files.items()))
+            self._show("swhid:files", f"<details><summary>{len(files)} file SWHIDs</summary><ul>{items}</ul></details>")
 
     def _register(self) -> str:
         crate = self._target()
@@ -273,7 +278,7 @@ class CapsuleToolbar(widgets.VBox):
         self.report = report
         data = json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str).encode("utf-8")
         href = "data:application/json;base64," + base64.b64encode(data).decode("ascii")
-        self._show("report", f"verification: <b>{_esc(str(report.verdict))}</b> — <a href='{href}' "
+        self._show("report", f"verification: <b>{_esc(str(report.verdict))}</b> — <a href='{href}' style='{_LINK}' "
                              f"download='{_esc(crate.name)}-verification.json'>report (JSON)</a>")
         return f"verdict <b>{_esc(str(report.verdict))}</b>"
 
