@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -251,13 +252,19 @@ def _verify_opened(opened: OpenedCrate, finish: Any, *, cell_timeout: int, total
             env = build_fresh_env(copy / "requirements.txt", work / "env", timeout=total_timeout)
             km, python = env.kernel_manager(), env.python
             notes.append(f"ran in a fresh virtual environment built from requirements.txt ({env.python})")
-        current = current_environment(python)
-        drift = environment_drift(_recorded_environment(opened.root), current)
         from ..environment import environment_digest
 
+        # The environment snapshot (about 1 s of package metadata) is taken while the kernel runs; the client
+        # mostly waits on the kernel, so the two barely compete. Modules both threads need are imported here
+        # first, since two threads importing the same module can deadlock on its import lock.
+        _preimport()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            snapshot = pool.submit(current_environment, python)
+            result = rerun_notebook(copy / manifest.notebook, cell_timeout=cell_timeout,
+                                    total_timeout=total_timeout, km=km)
+            current = snapshot.result()
+        drift = environment_drift(_recorded_environment(opened.root), current)
         digest = environment_digest(current)
-        result = rerun_notebook(copy / manifest.notebook, cell_timeout=cell_timeout, total_timeout=total_timeout,
-                                km=km)
         common = dict(environment_drift=drift, settings=settings.to_dict(), environment_digest=digest, notes=notes,
                       **ident)
         if result.problem is not None:
@@ -267,6 +274,15 @@ def _verify_opened(opened: OpenedCrate, finish: Any, *, cell_timeout: int, total
         differences = compare_notebooks(recorded_nb, result.notebook, normalizers)
         differences += compare_output_files(manifest, opened.root, copy, normalizers)
         return finish(differences=differences, **common)
+
+
+def _preimport() -> None:
+    import jupyter_client.kernelspec  # noqa: F401
+    import nbclient  # noqa: F401
+
+    from .. import environment  # noqa: F401
+
+    verifying_env_name()
 
 
 def _recorded_environment(root: Path) -> dict[str, Any] | None:
