@@ -201,14 +201,30 @@ def derived_fields(data: dict[str, Any]) -> dict[str, Any]:
     return {"license": data.get("license"), "search_text": text.casefold(), "authors": authors}
 
 
-def _sealed(manifest: Manifest) -> Manifest:
+def _sealed(manifest: Manifest) -> dict[str, Any]:
+    """The manifest's dict form, once it is known to be sealed, unchanged since, and valid against the schema."""
     if not isinstance(manifest, Manifest):
         raise ManifestError(f"expected a Manifest, got {type(manifest).__name__}")
-    if manifest.manifest_digest is None or manifest.manifest_digest != manifest.compute_digest():
+    data = manifest.to_dict()
+    if manifest.manifest_digest is None or manifest.manifest_digest != data["manifest_digest"]:
         raise ManifestError(f"the manifest of {manifest.capsule_id} is not sealed or was changed after sealing",
                             hint="call Manifest.seal() once every field is final")
-    validate(manifest.to_dict())
-    return manifest
+    validate(data)
+    if _has_nul(data):
+        raise ManifestError(f"the manifest of {manifest.capsule_id} contains NUL characters",
+                            hint="PostgreSQL cannot store them; remove them from titles, paths and descriptions")
+    return data
+
+
+def _has_nul(value: Any) -> bool:
+    """NUL cannot be stored in PostgreSQL text or JSONB; refusing it everywhere keeps the backends alike."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 # -- results -----------------------------------------------------------------------------
@@ -279,6 +295,10 @@ class Tx:
     def execute(self, sql: str, params: tuple = ()) -> int:
         self.cursor.execute(self.registry._sql(sql), params or self.registry.NO_PARAMS)
         return self.cursor.rowcount
+
+    def many(self, sql: str, rows: list[tuple]) -> None:
+        """One statement over many parameter rows (a single round trip where the driver pipelines)."""
+        self.cursor.executemany(self.registry._sql(sql), rows)
 
     def all(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         self.cursor.execute(self.registry._sql(sql), params or self.registry.NO_PARAMS)
@@ -449,12 +469,12 @@ class Registry(abc.ABC):
             crate_checksum = check_sha256(crate_checksum)
         location = _optional_text(str(location) if location is not None else None, "location", 8192)
         with self._source(crate_or_capsule, crate_checksum, location) as source:
-            manifest = _sealed(source.manifest)
+            manifest = source.manifest
+            data = _sealed(manifest)
             known = self._registered(manifest.manifest_digest)
             if known:
                 return known
             blob = self._pack(source.root) if source.root is not None else None
-            data = manifest.to_dict()
             row = {
                 "capsule_id": manifest.capsule_id, "manifest_digest": manifest.manifest_digest,
                 "title": manifest.title, "authors": data["authors"], "created_at": manifest.created_at,
@@ -507,10 +527,10 @@ class Registry(abc.ABC):
                           _values(row, CAPSULE_COLUMNS))
         if inserted is None:
             return False
-        for file_row in files:
-            tx.execute(_insert_sql("capsule_files", FILE_COLUMNS), _values(file_row, FILE_COLUMNS))
-        for author in authors:
-            tx.execute(_insert_sql("capsule_authors", AUTHOR_COLUMNS), _values(author, AUTHOR_COLUMNS))
+        if files:
+            tx.many(_insert_sql("capsule_files", FILE_COLUMNS), [_values(f, FILE_COLUMNS) for f in files])
+        if authors:
+            tx.many(_insert_sql("capsule_authors", AUTHOR_COLUMNS), [_values(a, AUTHOR_COLUMNS) for a in authors])
         if blob is not None:
             tx.execute("INSERT INTO crate_blobs (capsule_id, size, sha256, data) VALUES (?, ?, ?, ?)",
                        (row["capsule_id"], blob["size"], blob["sha256"], blob["data"]))
@@ -659,6 +679,8 @@ class Registry(abc.ABC):
             canonical_json(value)
         except (TypeError, ValueError) as exc:
             raise InvalidId(f"{what} cannot be stored as JSON: {exc}") from exc
+        if _has_nul(value):
+            raise InvalidId(f"{what} contains NUL characters, which the registry cannot store")
         return value
 
     def add_archival_request(self, capsule_id: str, archiver: str, target: str, status: str,

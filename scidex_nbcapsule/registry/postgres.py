@@ -73,8 +73,6 @@ class PostgresRegistry(Registry):
             with self._pool.connection() as conn:
                 with conn.transaction():
                     with conn.cursor() as cursor:
-                        if not write:
-                            cursor.execute("SET TRANSACTION READ ONLY")
                         yield Tx(self, cursor)
         except CapsuleError:
             raise

@@ -6,6 +6,8 @@ import shutil
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from _registry_helpers import crate_with_manifest, make_manifest
 from scidex_nbcapsule.errors import (CapsuleNotFound, DestinationExists, FixityError, InvalidId, ManifestError,
@@ -252,3 +254,46 @@ def test_check_reports_a_tampered_manifest(registry, db_url):
     assert good not in report.mismatched
     with pytest.raises(ManifestError):
         registry.get_capsule_manifest(bad)
+
+
+def test_register_a_zip_an_opened_crate_and_an_exported_capsule(registry, tmp_path):
+    from scidex_nbcapsule.api import Capsule
+    from scidex_nbcapsule.crate import crate_checksum, open_crate
+
+    folder, zipped_manifest = crate_with_manifest(tmp_path / "zipped", "Zipped")
+    archive = shutil.make_archive(str(tmp_path / "zipped"), "zip", root_dir=folder)
+    shutil.rmtree(folder)
+    assert registry.register_capsule(archive).created
+    assert registry.get_capsule(zipped_manifest.capsule_id)["stored_crate"] is not None
+    assert (registry.export_files(zipped_manifest.capsule_id, tmp_path / "unzipped") / "capsule.json").is_file()
+
+    folder, opened_manifest = crate_with_manifest(tmp_path / "opened", "Opened")
+    with open_crate(folder) as crate:
+        assert registry.register_capsule(crate).capsule_id == opened_manifest.capsule_id
+
+    folder, exported_manifest = crate_with_manifest(tmp_path / "exported", "Exported")
+    capsule = Capsule(path=folder, manifest=exported_manifest, checksum=crate_checksum(folder))
+    result = registry.register_capsule(capsule, git_commit="c" * 40)
+    info = registry.get_capsule(result.capsule_id)
+    assert info["crate_checksum"] == capsule.checksum and info["git_commit"] == "c" * 40
+    assert info["location"] == str(folder.resolve())
+
+
+def test_nul_characters_are_refused_on_every_backend(registry):
+    with pytest.raises(ManifestError, match="NUL"):
+        registry.register_capsule(make_manifest("bad\x00title"))
+    capsule = registry.register_capsule(make_manifest()).capsule_id
+    with pytest.raises(InvalidId):
+        registry.record_verification(capsule, started=T0, finished=T0, verdict="verified", report={"x": "a\x00"})
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                min_size=1, max_size=12)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fragment=_TEXT)
+def test_text_search_finds_any_fragment_literally(registry, fragment):
+    capsule = registry.register_capsule(make_manifest(f"<{fragment}>")).capsule_id
+    assert capsule in {r["capsule_id"] for r in registry.list_capsules(text=fragment, limit=10000)}
+    assert capsule in {r["capsule_id"] for r in registry.list_capsules(text=f"<{fragment}>", limit=10000)}
