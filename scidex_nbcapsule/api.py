@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from . import capture, config as config_mod, environment, redaction
+from . import __version__, capture, config as config_mod, environment, redaction
 from .crate import CratePlan, PayloadFile, write_crate
 from .errors import CapsuleError, InputFileError, NotebookError, PathOutsideProject
 from .manifest import ExecutionRecord, Manifest, Problem, new_capsule_id, utc_now
 
 
+#: How Binder installs this package next to the analysis's pins (override: ``binder_requirement`` in config).
+BINDER_REQUIREMENT = f"scidex-nbcapsule=={__version__}"
 #: Exports past either size take seconds: show a progress bar.
 PROGRESS_BYTES = 128 << 20
 PROGRESS_FILES = 2000
@@ -254,8 +256,12 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
         withheld=withheld,
     )
     identify, generated = _source_references(manifest, nb_path, files, swh_origin, swh_snapshot)
+    from .verify.binder import reverify_notebook
+
+    generated["reverify.ipynb"] = reverify_notebook(manifest)
     plan = CratePlan(manifest=manifest, files=files, notebook_bytes=notebook_bytes, environment=snap.data,
                      requirements=environment.pinned_requirements(snap), generated=generated,
+                     binder_requirement=cfg.get("binder_requirement") or BINDER_REQUIREMENT,
                      link_large=link_large, progress=_progress_callback(progress, files), identify=identify)
     path, sealed, checksum = write_crate(plan, dest_path, fmt=fmt)
     if withheld:

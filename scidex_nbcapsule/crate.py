@@ -78,6 +78,8 @@ class CratePlan:
     requirements: str
     generated: dict[str, bytes] = field(default_factory=dict)
     link_large: int | None = None
+    #: Extra line for binder/requirements.txt so the capsule can re-verify itself on Binder.
+    binder_requirement: str | None = None
     #: Called after each file with (bytes done, bytes total) so shells can show progress.
     progress: Callable[[int, int], None] | None = None
     #: Callable(manifest) run once every payload digest is known; fills in SWHIDs.
@@ -204,7 +206,8 @@ def _fill(plan: CratePlan, root: Path) -> str:
     for path, data in plan.generated.items():
         role = "environment" if path.startswith("binder/") else "provenance"
         records.append(_write_generated(root, path, data, role))
-    records.append(_write_generated(root, "binder/requirements.txt", plan.requirements.encode(), "environment"))
+    binder_reqs = plan.requirements + (f"{plan.binder_requirement}\n" if plan.binder_requirement else "")
+    records.append(_write_generated(root, "binder/requirements.txt", binder_reqs.encode(), "environment"))
     runtime = f"python-{'.'.join(plan.environment['python']['version'].split('.')[:2])}\n"
     records.append(_write_generated(root, "binder/runtime.txt", runtime.encode(), "environment"))
     manifest.files = sorted(records, key=lambda r: r.path)

@@ -39,8 +39,13 @@ def _export_code(export_argv: list[str] | None) -> str:
         "_ip = get_ipython()\n"
         "_cm = next((st[0] for st in _m._STATE.values()), None)\n"
         "_cap = _cm.last if _cm is not None else None\n"
+        "_note = None\n"
         f"if _cap is None:\n    _cap = _ip.run_line_magic('capsule', 'export ' + _s.join({argv}))\n"
-        f"print({RESULT_MARK!r} + _j.dumps(_cap.to_dict() if _cap is not None else None))\n"
+        f"elif {argv}:\n    _note = 'the notebook exported itself with its own %capsule export; the export options "
+        "given to the runner were not used'\n"
+        "_d = _cap.to_dict() if _cap is not None else None\n"
+        "if _d is not None and _note:\n    _d['notices'].append(_note)\n"
+        f"print({RESULT_MARK!r} + _j.dumps(_d))\n"
     )
 
 

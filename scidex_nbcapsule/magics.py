@@ -101,6 +101,9 @@ def _subcommands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], N
         p.add_argument("crate", nargs="?", metavar="CRATE_OR_ID", help="crate or capsule id (default: last export)")
         p.add_argument("--db", metavar="URL")
         p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+        p.add_argument("--total-timeout", type=int, default=3600, help="seconds allowed for the whole notebook")
+        p.add_argument("--fresh-env", action="store_true",
+                       help="re-run in a new virtual environment built from the capsule's pinned requirements")
 
     def archive(p: argparse.ArgumentParser) -> None:
         p.add_argument("crate", nargs="?", metavar="CRATE_OR_ID")
@@ -229,7 +232,8 @@ class CapsuleMagics(Magics):
         from .verify import verify
 
         with capture.paused(self.recorder):
-            return verify(self._target(args.crate), db=args.db, cell_timeout=args.timeout)
+            return verify(self._target(args.crate), db=args.db, cell_timeout=args.timeout,
+                          total_timeout=args.total_timeout, fresh_env=args.fresh_env)
 
     def _do_archive(self, args: argparse.Namespace) -> Any:
         from .archive import run_archival
