@@ -70,7 +70,8 @@ class JupyterProcess:
         return {"Authorization": f"token {self.token}"}
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def stop(self) -> None:
