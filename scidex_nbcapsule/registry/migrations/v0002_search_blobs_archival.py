@@ -7,12 +7,12 @@ import json
 DDL = """
 ALTER TABLE capsules ADD COLUMN license TEXT;
 ALTER TABLE capsules ADD COLUMN search_text TEXT NOT NULL DEFAULT '';
+ALTER TABLE capsules ADD COLUMN authors_folded TEXT NOT NULL DEFAULT '';
 
 CREATE TABLE capsule_authors (
     capsule_id TEXT NOT NULL REFERENCES capsules (capsule_id),
     position INTEGER NOT NULL,
     name TEXT NOT NULL,
-    name_folded TEXT NOT NULL,
     orcid TEXT,
     PRIMARY KEY (capsule_id, position)
 );
@@ -66,10 +66,9 @@ def upgrade(ctx) -> None:
     for row in ctx.query("SELECT capsule_id, manifest FROM capsules", ()):
         data = row["manifest"] if isinstance(row["manifest"], dict) else json.loads(row["manifest"])
         fields = derived_fields(data)
-        ctx.execute("UPDATE capsules SET license = ?, search_text = ? WHERE capsule_id = ?",
-                    (fields["license"], fields["search_text"], row["capsule_id"]))
+        ctx.execute("UPDATE capsules SET license = ?, search_text = ?, authors_folded = ? WHERE capsule_id = ?",
+                    (fields["license"], fields["search_text"], fields["authors_folded"], row["capsule_id"]))
         for position, author in enumerate(fields["authors"]):
-            ctx.execute("INSERT INTO capsule_authors (capsule_id, position, name, name_folded, orcid) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (row["capsule_id"], position, author["name"], author["name_folded"], author["orcid"]))
+            ctx.execute("INSERT INTO capsule_authors (capsule_id, position, name, orcid) VALUES (?, ?, ?, ?)",
+                        (row["capsule_id"], position, author["name"], author["orcid"]))
     ctx.script(IMMUTABLE[ctx.dialect.name])
