@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,25 @@ def test_archive_button_packs_a_bag_and_links_it(toolbar_kernel, project):
     state = _click(toolbar_kernel, "archive")
     assert state["error"] is None, state["details"]
     assert "Archive done" in state["status"] and "bagit" in state["results"]
+
+
+def test_register_then_verify_from_the_toolbar(toolbar_kernel, project, tmp_path):
+    db = f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+    toolbar_kernel.ok(f"bar.db = {db!r}\nbar.license.value = 'CC0-1.0'")
+    exported = _click(toolbar_kernel, "export")
+    capsule_id = exported["capsule_id"]
+    state = _click(toolbar_kernel, "register")
+    assert state["error"] is None, state["details"]
+    assert f"registered: <code>{capsule_id}</code> (version 1)" in state["status"]
+    assert "already registered" in _click(toolbar_kernel, "register")["status"]
+    from scidex_nbcapsule.registry import open_registry
+
+    with open_registry(db) as registry:
+        assert registry.get_capsule(capsule_id)["capsule_id"] == capsule_id
+    state = _click(toolbar_kernel, "verify", timeout=600)
+    assert state["error"] is None, state["details"]
+    verdict = re.search(r"verdict <b>([a-z-]+)</b>", state["status"]).group(1)
+    assert verdict in ("verified", "verified-within-tolerance", "mismatch", "execution-failed")
+    assert "data:application/json;base64," in state["results"] and "-verification.json" in state["results"]
+    with open_registry(db) as registry:
+        assert registry.get_capsule(capsule_id)["status"] == verdict
