@@ -10,59 +10,43 @@ from typing import Any
 from . import print_json
 
 
-def _db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", metavar="URL", default=None,
-                        help="registry URL (sqlite:///path or postgresql://…); default $SCIDEX_NBCAPSULE_DB or a "
-                             "SQLite file in your data folder")
+def _command(sub: argparse._SubParsersAction, name: str, help: str, handler, *positionals: tuple[str, str],
+             db: bool = True, json: bool = True) -> argparse.ArgumentParser:
+    """A sub-command with its positional arguments and the usual ``--db`` and ``--json`` options."""
+    p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+    for dest, metavar in positionals:
+        p.add_argument(dest, metavar=metavar)
+    if db:
+        p.add_argument("--db", metavar="URL", default=None,
+                       help="registry URL (sqlite:///path or postgresql://…); default $SCIDEX_NBCAPSULE_DB or a "
+                            "SQLite file in your data folder")
+    if json:
+        p.add_argument("--json", action="store_true", help="print one JSON value")
+    p.set_defaults(handler=handler)
+    return p
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("register", help="record a crate in the capsule registry")
-    p.add_argument("crate", metavar="CRATE", help="crate folder, .zip or .eln")
-    _db(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler=register_command)
-
-    p = sub.add_parser("list", help="list registered capsules, newest first")
-    _db(p)
+    _command(sub, "register", "record a crate (folder, .zip or .eln) in the capsule registry", register_command,
+             ("crate", "CRATE"))
+    p = _command(sub, "list", "list registered capsules, newest first", list_command)
     p.add_argument("--author", help="part of an author's name, or an ORCID")
     p.add_argument("--commit", help="git commit id or prefix")
     p.add_argument("--status", help="registered, verified, mismatch, …")
     p.add_argument("--text", help="words in the title, description or notebook path")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--offset", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON array")
-    p.set_defaults(handler=list_command)
-
-    p = sub.add_parser("show", help="everything the registry knows about a capsule")
-    p.add_argument("capsule_id", metavar="ID")
-    _db(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler=show_command)
-
-    p = sub.add_parser("export-files", help="write a registered crate back out, checked against its manifest")
-    p.add_argument("capsule_id", metavar="ID")
-    p.add_argument("dest", metavar="DEST", help="folder to create (must not exist)")
-    _db(p)
-    p.set_defaults(handler=export_files_command)
-
-    p = sub.add_parser("history", help="the versions of an analysis and their verifications")
-    p.add_argument("capsule_id", metavar="ID")
-    _db(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler=history_command)
-
+    _command(sub, "show", "everything the registry knows about a capsule", show_command, ("capsule_id", "ID"))
+    _command(sub, "export-files", "write a registered crate back out to DEST (a new folder), checked against "
+             "its manifest", export_files_command, ("capsule_id", "ID"), ("dest", "DEST"), json=False)
+    _command(sub, "history", "the versions of an analysis and their verifications", history_command,
+             ("capsule_id", "ID"))
     db = sub.add_parser("db", help="registry maintenance")
     dbsub = db.add_subparsers(dest="db_command", metavar="COMMAND")
-    p = dbsub.add_parser("copy", help="copy every capsule from one registry into another (resumable)")
-    p.add_argument("src", metavar="SRC_URL")
-    p.add_argument("dst", metavar="DST_URL")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=db_copy_command)
-    p = dbsub.add_parser("check", help="re-verify every stored manifest and the database itself")
-    _db(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=db_check_command)
+    _command(dbsub, "copy", "copy every capsule from one registry into another (resumable)", db_copy_command,
+             ("src", "SRC_URL"), ("dst", "DST_URL"), db=False)
+    _command(dbsub, "check", "re-verify every stored manifest and the database itself (exit 1 on problems)",
+             db_check_command)
     db.set_defaults(handler=lambda args: (db.print_help(), 2)[1])
 
 
