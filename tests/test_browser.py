@@ -41,6 +41,7 @@ def _wait_idle(page) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_toolbar_export_in_jupyterlab(lab):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")

@@ -275,3 +275,22 @@ def test_every_documented_operation_answers_as_documented(server, registered):
         for method, operation in item.items():
             if method != "parameters":
                 assert "403" in operation["responses"], f"{method} {path} must document the refusal"
+
+
+def test_export_root_and_registry_come_from_traitlets_config(tmp_path):
+    from traitlets.config import Config
+
+    from scidex_nbcapsule.errors import PathOutsideProject
+    from scidex_nbcapsule.server.app import CapsuleServer
+
+    config = Config()
+    config.CapsuleServer.export_root = str(tmp_path / "exports")
+    config.CapsuleServer.db_url = f"sqlite:///{tmp_path / 'r.sqlite3'}"
+    service = CapsuleServer(config=config, root_dir=str(tmp_path / "root"))
+    assert service.export_dir == tmp_path / "exports" and service.db_url.endswith("r.sqlite3")
+    assert service.export_path("a/b") == tmp_path / "exports" / "a" / "b"
+    for bad in ("../a", "/a", ".", "a/../../b", "", None, 3):
+        with pytest.raises(PathOutsideProject):
+            service.export_path(bad)
+    default = CapsuleServer(root_dir=str(tmp_path / "root"))
+    assert default.export_dir == (tmp_path / "root" / "capsule-exports").resolve()
