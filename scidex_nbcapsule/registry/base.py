@@ -449,7 +449,8 @@ class Registry(abc.ABC):
         elif hasattr(obj, "manifest") and hasattr(obj, "path"):
             with open_crate(obj.path) as crate:
                 if crate.manifest.manifest_digest != obj.manifest.manifest_digest:
-                    raise CrateError(f"the crate at {obj.path} no longer holds the manifest of {obj.capsule_id}",
+                    raise CrateError(f"the crate at {obj.path} no longer holds the manifest of "
+                                     f"{obj.manifest.capsule_id}",
                                      hint="register the crate path itself, or export the capsule again")
                 yield _Source(obj.manifest, location or str(Path(obj.path).resolve()),
                               lambda: crate_checksum or getattr(obj, "checksum", None), crate.root)

@@ -45,6 +45,7 @@ class PostgresRegistry(Registry):
             raise self._error(exc) from exc
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=CONNECT_TIMEOUT,
                                     kwargs={"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT},
+                                    check=ConnectionPool.check_connection,
                                     name="nbcapsule-registry")
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)

@@ -261,3 +261,14 @@ def test_cli(db_url, tmp_path, capsys):
     capsys.readouterr()
     assert main(["show", manifest.capsule_id, "--db", copy_url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["capsule_id"] == manifest.capsule_id
+
+
+def test_postgres_connections_killed_by_the_server_are_replaced(pg_url):
+    import psycopg
+
+    with open_registry(pg_url) as registry:
+        capsule = registry.register_capsule(make_manifest()).capsule_id
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert registry.get_capsule(capsule)["capsule_id"] == capsule
