@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# editable installs skip data-files: enable the server extension the way a normal install does
+	@mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
+	@cp jupyter-config/jupyter_server_config.d/scidex_nbcapsule.json $(VENV)/etc/jupyter/jupyter_server_config.d/
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -6,12 +6,17 @@ from .errors import CapsuleError
 
 __version__ = "0.1.0"
 
-__all__ = ["CapsuleError", "__version__", "export", "Capsule", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["CapsuleError", "__version__", "export", "Capsule", "open_capsule", "toolbar", "load_ipython_extension",
+           "unload_ipython_extension"]
 
 
 def __getattr__(name: str):
     # The API pulls in rocrate and friends; keep ``import scidex_nbcapsule`` cheap for the kernel.
-    if name in {"export", "Capsule", "register", "verify", "open_capsule", "toolbar"}:
+    if name == "toolbar":
+        from .widgets import toolbar
+
+        return toolbar
+    if name in {"export", "Capsule", "open_capsule"}:
         from . import api
 
         return getattr(api, name)

@@ -194,7 +194,7 @@ def export(notebook: str | os.PathLike | None = None, *, inputs: Sequence[str | 
     """
     if recorder is None:
         recorder = capture.current_recorder()
-    with capture.paused(recorder):
+    with capture.paused():
         return _export(notebook, inputs=inputs, outputs=outputs, dest=dest, fmt=fmt, title=title,
                        description=description, license=license, authors=authors, identifier=identifier,
                        exclude=exclude, allow_secrets=allow_secrets, link_large=link_large,

@@ -13,6 +13,7 @@ import hashlib
 import os
 import sys
 import sysconfig
+import threading
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ class Recorder:
     declared_inputs: list[Path] = field(default_factory=list)
     declared_outputs: list[Path] = field(default_factory=list)
     excludes: list[str] = field(default_factory=list)
+    #: False while nothing should be recorded (the extension is being unloaded, say).
     active: bool = True
     _opened: dict[tuple[str, str], list[bool]] = field(default_factory=dict)
     _read_digests: dict[str, str] = field(default_factory=dict)
@@ -218,10 +220,13 @@ _RECORDER: Recorder | None = None
 _HOOK_INSTALLED = False
 
 
+_THREAD = threading.local()
+
+
 def _audit(event: str, args: tuple) -> None:
     if event == "open":
         recorder = _RECORDER
-        if recorder is not None and recorder.active:
+        if recorder is not None and recorder.active and not getattr(_THREAD, "paused", False):
             recorder.on_open(*args)
     elif event == "os.chdir":
         recorder = _RECORDER
@@ -247,20 +252,22 @@ def current_recorder() -> Recorder | None:
 
 
 class paused:
-    """Stop recording while the package does its own I/O (hashing, copying, writing the crate)."""
+    """Stop recording this thread's opens while the package does its own I/O (hashing, copying, writing).
 
-    def __init__(self, recorder: Recorder | None = None) -> None:
-        self.recorder = recorder or _RECORDER
+    Only the calling thread is paused: cells the user runs while a toolbar action works
+    in the background are still recorded.
+    """
+
+    def __init__(self) -> None:
         self.was = False
 
     def __enter__(self) -> "paused":
-        if self.recorder is not None:
-            self.was, self.recorder.active = self.recorder.active, False
+        self.was = getattr(_THREAD, "paused", False)
+        _THREAD.paused = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.recorder is not None:
-            self.recorder.active = self.was
+        _THREAD.paused = self.was
 
 
 # -- which notebook is this ----------------------------------------------------

@@ -222,7 +222,7 @@ class CapsuleMagics(Magics):
     def _do_register(self, args: argparse.Namespace) -> Any:
         from .registry import open_registry
 
-        with capture.paused(self.recorder), open_registry(args.db) as registry:
+        with capture.paused(), open_registry(args.db) as registry:
             result = registry.register_capsule(self._target(args.crate))
         state = "registered" if result.created else "already registered"
         print(f"{state}: {result.capsule_id} (version {result.version})")
@@ -231,14 +231,14 @@ class CapsuleMagics(Magics):
     def _do_verify(self, args: argparse.Namespace) -> Any:
         from .verify import verify
 
-        with capture.paused(self.recorder):
+        with capture.paused():
             return verify(self._target(args.crate), db=args.db, cell_timeout=args.timeout,
                           total_timeout=args.total_timeout, fresh_env=args.fresh_env)
 
     def _do_archive(self, args: argparse.Namespace) -> Any:
         from .archive import run_archival
 
-        with capture.paused(self.recorder):
+        with capture.paused():
             return run_archival(args.to, self._target(args.crate), dest=args.dest)
 
     def _do_toolbar(self, args: argparse.Namespace) -> Any:

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 #: Variable names that carry secrets, matched as case-insensitive substrings.
-SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "PRIVATE", "SESSION", "COOKIE")
+SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "PRIVATE", "COOKIE")
+#: Words that contain a part above but carry no secret (GIT_AUTHOR_NAME, KEYBOARD_LAYOUT...).
+HARMLESS_WORDS = ("AUTHOR", "KEYBOARD", "KEYMAP", "MONKEY", "TURKEY", "DONKEY")
 
 #: Values that look like credentials whatever their name.
 SECRET_VALUE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -27,17 +29,13 @@ SECRET_VALUE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("bearer token", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-~+/]{20,}=*")),
 )
 
-#: Names that are safe even though they contain a secret-ish word (KEYBOARD, ...).
-SAFE_NAMES = frozenset({"KEYBOARD", "XDG_SESSION_TYPE", "XDG_SESSION_CLASS", "XDG_SESSION_DESKTOP",
-                        "XDG_SESSION_ID", "GPG_AGENT_INFO", "SSH_AUTH_SOCK"})
-
 REDACTED = "[withheld by scidex-nbcapsule]"
 
 
 def is_secret_name(name: str) -> bool:
     upper = name.upper()
-    if upper in SAFE_NAMES:
-        return upper == "SSH_AUTH_SOCK"
+    for word in HARMLESS_WORDS:
+        upper = upper.replace(word, "_")
     return any(part in upper for part in SECRET_NAME_PARTS)
 
 

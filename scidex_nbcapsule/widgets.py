@@ -155,7 +155,7 @@ class CapsuleToolbar(widgets.VBox):
     def _run(self, label: str, action: Callable[[], str]) -> None:
         started = time.monotonic()
         try:
-            with capture.paused(self._recorder()):
+            with capture.paused():
                 message = action()
         except CapsuleError as exc:
             self._fail(label, str(exc), traceback.format_exc())

@@ -16,8 +16,9 @@ PRIVATE_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY
 def test_environment_variables_are_filtered_by_name_and_value():
     kept, withheld = redaction.filter_environ({
         "HOME": "/home/a", "AWS_SECRET_ACCESS_KEY": AWS_SECRET, "MY_API_TOKEN": "x", "DATABASE": PG_URL,
-        "PLAIN": AWS_ID, "GH": GITHUB, "KEYBOARD": "us", "PASSWORD_FILE": "/x"})
-    assert kept == {"HOME": "/home/a", "KEYBOARD": "us"}
+        "PLAIN": AWS_ID, "GH": GITHUB, "KEYBOARD": "us", "PASSWORD_FILE": "/x",
+        "GIT_AUTHOR_NAME": "Ada", "JPY_SESSION_NAME": "nb.ipynb"})
+    assert kept == {"HOME": "/home/a", "KEYBOARD": "us", "GIT_AUTHOR_NAME": "Ada", "JPY_SESSION_NAME": "nb.ipynb"}
     names = {w["what"] for w in withheld}
     assert names == {"AWS_SECRET_ACCESS_KEY", "MY_API_TOKEN", "DATABASE", "PLAIN", "GH", "PASSWORD_FILE"}
     assert all(AWS_SECRET not in str(w) and "hunter2" not in str(w) for w in withheld)
