@@ -219,30 +219,19 @@ class FakeSWH:
         self.server.server_close()
 
 
-class MemoryRegistry:
-    """Just the registry's archival-request API, kept in memory, to test the glue."""
+@pytest.fixture
+def registry(tmp_path, crate):
+    """The real SQLite registry, with the test crate's capsule registered."""
+    from scidex_nbcapsule.registry import open_registry
 
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.references: dict[str, dict[str, Any]] = {}
+    folder, manifest = crate
+    with open_registry(f"sqlite:///{tmp_path / 'registry.sqlite3'}") as reg:
+        reg.register_capsule(manifest, crate_checksum="0" * 64, location=str(folder))
+        yield reg
 
-    def add_archival_request(self, capsule_id, archiver, target, status, request_id=None, details=None) -> int:
-        self.rows.append({"id": len(self.rows) + 1, "capsule_id": capsule_id, "archiver": archiver, "target": target,
-                          "status": status, "request_id": request_id, "details": json.dumps(details or {})})
-        return len(self.rows)
 
-    def update_archival_request(self, row_id, status, request_id=None, details=None) -> None:
-        row = self.rows[row_id - 1]
-        row.update(status=status, details=json.dumps(details or {}))
-        if request_id is not None:
-            row["request_id"] = request_id
-
-    def archival_requests(self, capsule_id=None, status=None) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.rows
-                if (capsule_id is None or r["capsule_id"] == capsule_id) and (status is None or r["status"] == status)]
-
-    def set_swh_reference(self, capsule_id, origin_url=None, snapshot_id=None) -> None:
-        self.references[capsule_id] = {"origin_url": origin_url, "snapshot_id": snapshot_id}
+def _rows(registry, capsule_id):
+    return registry.archival_requests(capsule_id=capsule_id)
 
 
 @pytest.fixture
@@ -251,11 +240,10 @@ def swh():
         yield server
 
 
-def test_accepted_then_succeeded(crate, swh, monkeypatch):
+def test_accepted_then_succeeded(crate, swh, monkeypatch, registry):
     folder, manifest = crate
     monkeypatch.setenv("SCIDEX_NBCAPSULE_SWH_URL", swh.url)
     monkeypatch.setenv("SCIDEX_NBCAPSULE_SWH_TOKEN", "s3cret-token")
-    registry = MemoryRegistry()
     result = run_archival("swh", folder, registry)
     assert result.status == PENDING and result.request_id == "1"
     assert result.target == "https://github.com/owner/repo"
@@ -263,17 +251,19 @@ def test_accepted_then_succeeded(crate, swh, monkeypatch):
     method, path, headers = swh.requests[0]
     assert (method, path) == ("POST", "/api/1/origin/save/git/url/https://github.com/owner/repo/")
     assert headers["Authorization"] == "Bearer s3cret-token"
-    assert "s3cret-token" not in json.dumps(registry.rows)
-    assert registry.rows[0]["status"] == PENDING and registry.rows[0]["request_id"] == "1"
+    rows = _rows(registry, manifest.capsule_id)
+    assert "s3cret-token" not in json.dumps(rows, default=str)
+    assert rows[0]["status"] == PENDING and rows[0]["request_id"] == "1"
 
     assert [r.status for r in poll_status(registry, manifest.capsule_id)] == [PENDING]
     swh.finish(1)
     (polled,) = poll_status(registry, manifest.capsule_id)
     assert polled.status == SUCCEEDED and polled.location == SNAPSHOT
     assert polled.details["revision_archived"] is True
-    assert registry.rows[0]["status"] == SUCCEEDED and len(registry.rows) == 1
-    assert registry.references[manifest.capsule_id] == {"origin_url": "https://github.com/owner/repo",
-                                                        "snapshot_id": SNAPSHOT}
+    rows = _rows(registry, manifest.capsule_id)
+    assert rows[0]["status"] == SUCCEEDED and len(rows) == 1
+    stored = registry.get_capsule(manifest.capsule_id)
+    assert (stored["swh_origin_url"], stored["swh_snapshot_id"]) == ("https://github.com/owner/repo", SNAPSHOT)
     assert ("GET", "/api/1/origin/save/1/") in [(m, p) for m, p, _ in swh.requests]
 
 
@@ -306,20 +296,22 @@ def test_http_errors_are_results(swh):
     assert result.status == REJECTED and "no such endpoint" in result.details["reason"]
 
 
-def test_server_down_is_queued_then_retried(crate, tmp_path):
+def test_server_down_is_queued_then_retried(crate, tmp_path, registry):
     folder, manifest = crate
-    registry = MemoryRegistry()
     with FakeSWH() as probe:
         down_url = probe.url
     result = run_archival("swh", folder, registry, archiver_config={"base_url": down_url, "timeout": 2})
     assert result.status == QUEUED and "could not be reached" in result.details["reason"]
-    assert registry.rows[0]["status"] == QUEUED and registry.rows[0]["target"] == "https://github.com/owner/repo"
+    rows = _rows(registry, manifest.capsule_id)
+    assert rows[0]["status"] == QUEUED and rows[0]["target"] == "https://github.com/owner/repo"
     with FakeSWH() as swh:
         retried = retry_pending(registry, archiver_config={"swh": {"base_url": swh.url}})
         assert [r.status for r in retried] == [PENDING]
-        assert registry.rows[0]["status"] == PENDING and registry.rows[0]["request_id"] == "1"
-        assert len(registry.rows) == 1 and len(swh.saves) == 1
-        assert json.loads(registry.rows[0]["details"])["revision"] == f"swh:1:rev:{COMMIT}"
+        rows = _rows(registry, manifest.capsule_id)
+        assert rows[0]["status"] == PENDING and rows[0]["request_id"] == "1"
+        assert len(rows) == 1 and len(swh.saves) == 1
+        details = rows[0]["details"] if isinstance(rows[0]["details"], dict) else json.loads(rows[0]["details"])
+        assert details["revision"] == f"swh:1:rev:{COMMIT}"
         assert retry_pending(registry, archiver_config={"swh": {"base_url": swh.url}}) == []
 
 

@@ -35,7 +35,7 @@ def add_commands(subparsers: Any) -> None:
     action.add_argument("--status", action="store_true", help="ask the archives about pending requests")
     action.add_argument("--retry", action="store_true", help="send queued requests again")
     parser.add_argument("--db", default=None, metavar="URL",
-                        help="registry to record requests in (sqlite path or postgresql:// URL)")
+                        help="registry to record requests in (registry URL: sqlite:///PATH or postgresql://...)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.set_defaults(handler=run)
 
