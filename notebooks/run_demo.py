@@ -9,7 +9,7 @@ from pathlib import Path
 
 from scidex_nbcapsule.errors import CapsuleError
 from scidex_nbcapsule.execute import run_notebook
-from scidex_nbcapsule.registry import open_registry
+from scidex_nbcapsule.registry import default_url, open_registry, redact_url
 from scidex_nbcapsule.validation import validate_crate
 from scidex_nbcapsule.verify import verify
 
@@ -38,12 +38,11 @@ def main() -> int:
     print("3/4 registering in the capsule registry...", flush=True)
     with open_registry(None) as registry:
         registered = registry.register_capsule(crate)
-        where = registry.url_redacted if hasattr(registry, "url_redacted") else ""
     print(f"    {'registered' if registered.created else 'already registered'}: {registered.capsule_id} "
-          f"(version {registered.version}) {where}")
+          f"(version {registered.version}) in {redact_url(default_url())}")
 
-    print("4/4 re-verifying in a fresh kernel...", flush=True)
-    verdict = verify(crate)
+    print("4/4 re-verifying in a fresh kernel (recorded in the registry)...", flush=True)
+    verdict = verify(registered.capsule_id)
     print(f"    verdict: {verdict.verdict}")
     for warning in getattr(verdict, "warnings", []) or []:
         print(f"    warning: {warning}")
