@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import copy_demo
+from helpers import copy_demo
 from jupyter_proc import JupyterProcess
 
 CHROMIUM = "/usr/bin/chromium"

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import make_notebook
+from helpers import make_notebook
 
 
 def _export(kernel, *args: str) -> dict:

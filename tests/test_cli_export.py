@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from conftest import copy_demo, make_notebook, nbcapsule
+from helpers import copy_demo, make_notebook, nbcapsule
 from test_redaction import PG_URL
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_notebook
+from helpers import make_notebook
 from scidex_nbcapsule import api
 from scidex_nbcapsule.crate import PARTIAL_PREFIX, open_crate
-from scidex_nbcapsule.errors import (CrateError, DestinationExists, ExportError, InputFileError, NotebookError,
+from scidex_nbcapsule.errors import (CrateError, DestinationExists, InputFileError, NotebookError,
                                      PathOutsideProject, UnsafeArchive)
 
 

@@ -10,7 +10,7 @@ import pytest
 from swh.model.swhids import QualifiedSWHID
 
 from _git_helpers import git, make_repo
-from conftest import make_notebook
+from helpers import make_notebook
 from scidex_nbcapsule import api
 
 
@@ -89,7 +89,7 @@ def test_user_swh_references_are_checked_and_recorded(repo, tmp_path):
 
 
 def test_bagit_export_validates_and_still_passes_the_crate_validator(repo, tmp_path, validate):
-    from conftest import nbcapsule
+    from helpers import nbcapsule
 
     result = nbcapsule("export", str(repo / "analysis.ipynb"), "--input", str(repo / "data"), "--dest",
                        str(tmp_path / "b"), "--license", "MIT", "--bagit", "--json", check=True)

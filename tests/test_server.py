@@ -20,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import ROOT, make_notebook
+from helpers import ROOT, make_notebook
 from jupyter_proc import JupyterProcess
 
 SPEC = yaml.safe_load(resources.files("scidex_nbcapsule.server").joinpath("openapi.yaml").read_text())

@@ -16,7 +16,7 @@ from scidex_nbcapsule.errors import UnsafeArchive
 from scidex_nbcapsule.execute import run_notebook
 from scidex_nbcapsule.verify import verify
 
-from conftest import make_notebook, nbcapsule
+from helpers import make_notebook, nbcapsule
 
 DETERMINISTIC = (
     "%load_ext scidex_nbcapsule",

@@ -22,7 +22,7 @@ from scidex_nbcapsule.verify.normalizers import (DIFFERENT, EQUAL, WITHIN_TOLERA
                                                  parse_html_tables)
 from scidex_nbcapsule.verify.report import VerificationReport
 
-from conftest import nbcapsule
+from helpers import nbcapsule
 
 PANDAS_LIKE = """<div><style scoped>.dataframe tbody tr th {vertical-align: top;}</style>
 <table border="1" class="dataframe">

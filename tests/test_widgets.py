@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_notebook
+from helpers import make_notebook
 
 STATE = """
 import json as _json
