@@ -51,6 +51,14 @@ class BaseHandler(APIHandler):
         except CapsuleError as exc:
             raise CapsuleHTTPError(exc) from exc
 
+    async def from_registry(self, method: str, *args: Any) -> Any:
+        """Call one registry method off the event loop."""
+        def run() -> Any:
+            with self.service.registry() as registry:
+                return getattr(registry, method)(*args)
+
+        return await self.call(run)
+
     def body(self, allowed: tuple[str, ...]) -> dict[str, Any]:
         try:
             data = json.loads(self.request.body or b"{}")
@@ -153,13 +161,7 @@ class CapsuleHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, capsule_id: str) -> None:
-        capsule_id = self.capsule_id(capsule_id)
-
-        def run() -> Any:
-            with self.service.registry() as registry:
-                return registry.get_capsule_manifest(capsule_id)
-
-        self.reply(await self.call(run))
+        self.reply(await self.from_registry("get_capsule_manifest", self.capsule_id(capsule_id)))
 
 
 class CitationHandler(BaseHandler):
@@ -168,13 +170,7 @@ class CitationHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, capsule_id: str) -> None:
-        capsule_id = self.capsule_id(capsule_id)
-
-        def run() -> Any:
-            with self.service.registry() as registry:
-                return registry.citation(capsule_id)
-
-        self.reply(await self.call(run))
+        self.reply(await self.from_registry("citation", self.capsule_id(capsule_id)))
 
 
 class ExportFilesHandler(BaseHandler):
