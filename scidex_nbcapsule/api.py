@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -372,10 +371,6 @@ def capsule_summary(capsule: Capsule) -> str:
     lines += [f"  withheld: {w.get('kind')} {w.get('what')} ({w.get('reason')})" for w in capsule.manifest.withheld]
     lines += [f"  note:     {n}" for n in capsule.notices]
     return "\n".join(lines)
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=str)
 
 
 __all__ = ["Capsule", "export", "open_capsule", "capsule_summary", "CapsuleError"]

@@ -17,9 +17,9 @@ import os
 import shutil
 import stat
 import tempfile
-import uuid
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
@@ -365,7 +365,7 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
                           "softwareRequirements": _one_or_many([{"@id": p.id} for p in packages]) if packages
                           else None})
             props["url"] = (f"https://archive.softwareheritage.org/{record.swhid}" if record.swhid
-                            else interpreter_url_for(record))
+                            else content_address(record))
             if _public_origin(manifest):
                 props["codeRepository"] = _public_origin(manifest)
             props = {k: v for k, v in props.items() if v is not None}
@@ -427,7 +427,7 @@ def _public_origin(manifest: Manifest) -> str | None:
     return git.get("origin_url") if git.get("origin_public") else None
 
 
-def interpreter_url_for(record: FileRecord) -> str:
+def content_address(record: FileRecord) -> str:
     """A resolvable name for a notebook not yet archived: its content address."""
     return f"urn:sha256:{record.sha256}"
 
@@ -547,7 +547,7 @@ def safe_extract(archive_path: Path, workdir: Path, *, limit: int | None = None)
                         if written > info.file_size:
                             raise UnsafeArchive(f"{archive_path}: member {info.filename!r} is larger than declared")
                         out.write(chunk)
-            except (zipfile.BadZipFile, zlib_error(), EOFError) as exc:
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
                 raise CrateError(f"{archive_path}: member {info.filename!r} is corrupt: {exc}") from exc
     if (workdir / METADATA_FILE).is_file():
         return workdir
@@ -556,12 +556,6 @@ def safe_extract(archive_path: Path, workdir: Path, *, limit: int | None = None)
         return tops[0]
     raise CrateError(f"{archive_path} holds no {METADATA_FILE} at its top or in a single top folder",
                      hint="is this an RO-Crate zip made by nbcapsule export --zip?")
-
-
-def zlib_error() -> type[Exception]:
-    import zlib
-
-    return zlib.error
 
 
 def _load_json(path: Path, what: str) -> Any:
@@ -612,7 +606,3 @@ def open_crate(location: str | os.PathLike, *, max_bytes: int | None = None) -> 
         except RecursionError as exc:
             raise ManifestError("capsule.json is nested too deeply") from exc
         yield OpenedCrate(root=root, manifest=manifest, metadata=metadata, location=str(path))
-
-
-def new_uuid() -> str:
-    return str(uuid.uuid4())
