@@ -364,13 +364,4 @@ def open_capsule(location: str | os.PathLike):
     return open_crate(location)
 
 
-def capsule_summary(capsule: Capsule) -> str:
-    lines = [f"capsule {capsule.capsule_id}", f"  crate:    {capsule.path}", f"  checksum: {capsule.checksum}",
-             f"  files:    {len(capsule.manifest.files)}"]
-    lines += [f"  problem:  {p.kind}: {p.message}" for p in capsule.problems]
-    lines += [f"  withheld: {w.get('kind')} {w.get('what')} ({w.get('reason')})" for w in capsule.manifest.withheld]
-    lines += [f"  note:     {n}" for n in capsule.notices]
-    return "\n".join(lines)
-
-
-__all__ = ["Capsule", "export", "open_capsule", "capsule_summary", "CapsuleError"]
+__all__ = ["Capsule", "export", "open_capsule", "CapsuleError"]
