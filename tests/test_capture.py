@@ -225,3 +225,10 @@ def test_audit_hook_records_os_level_opens(kernel, project, flag, mode):
     nb = make_notebook(project / "o.ipynb", "pass")
     roles = {f["path"]: f["role"] for f in _export(kernel, "--notebook", str(nb))["files"]}
     assert roles.get("data/input.csv" if mode == "read" else "made.bin") == ("input" if mode == "read" else "output")
+
+
+def test_papermill_style_parameter_names_the_notebook(kernel, project):
+    nb = make_notebook(project / "pm.ipynb", "print(3)")
+    kernel.ok("%load_ext scidex_nbcapsule")
+    kernel.ok(f"capsule_notebook = {str(nb)!r}  # injected as a papermill parameter")
+    assert _export(kernel)["notebook"] == "pm.ipynb"
