@@ -17,6 +17,7 @@ from typing import Any, Iterable
 from .redaction import filter_environ
 
 def _distributions() -> dict[str, str]:
+    """Every installed distribution (canonical name → version); the first on sys.path wins, as for imports."""
     found: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata.get("Name") if dist.metadata else None
@@ -29,19 +30,20 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def imported_distributions(modules: Iterable[str] | None = None) -> dict[str, str]:
+def imported_distributions(modules: Iterable[str] | None = None,
+                           installed: dict[str, str] | None = None) -> dict[str, str]:
     """Distributions whose top-level modules are imported right now, with versions."""
     if modules is None:
         modules = list(sys.modules)
+    installed = _distributions() if installed is None else installed
     tops = {m.split(".", 1)[0] for m in modules if not m.startswith("_")}
     mapping = metadata.packages_distributions()
     result: dict[str, str] = {}
     for top in tops:
         for dist_name in mapping.get(top, ()):
-            try:
-                result[_canonical(dist_name)] = metadata.version(dist_name)
-            except metadata.PackageNotFoundError:
-                continue
+            version = installed.get(_canonical(dist_name))
+            if version is not None:
+                result[_canonical(dist_name)] = version
     return dict(sorted(result.items()))
 
 
@@ -133,6 +135,7 @@ def environment_digest(data: dict[str, Any]) -> str:
 def snapshot(*, imported_modules: Iterable[str] | None = None, environ: dict[str, str] | None = None) -> EnvironmentSnapshot:
     """Describe the running interpreter; environment variables are filtered for secrets."""
     env_vars, withheld = filter_environ(dict(os.environ if environ is None else environ))
+    installed = _distributions()
     conda = None
     if os.environ.get("CONDA_PREFIX"):
         conda = {"prefix": os.environ["CONDA_PREFIX"], "name": os.environ.get("CONDA_DEFAULT_ENV"),
@@ -158,8 +161,8 @@ def snapshot(*, imported_modules: Iterable[str] | None = None, environ: dict[str
             "gpus": _gpus(),
         },
         "conda": conda,
-        "packages": _distributions(),
-        "imported": imported_distributions(imported_modules),
+        "packages": installed,
+        "imported": imported_distributions(imported_modules, installed),
         "environment_variables": env_vars,
     }
     return EnvironmentSnapshot(data, withheld)

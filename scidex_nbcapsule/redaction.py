@@ -28,6 +28,12 @@ SECRET_VALUE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("JSON web token", re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")),
     ("bearer token", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-~+/]{20,}=*")),
 )
+#: A literal each pattern's match must contain (lower case): cheap tests that skip most regex scans.
+_PREFILTERS = {
+    "AWS access key id": ("akia", "asia"), "AWS secret access key": ("aws",), "GitHub token": ("gh", "github_pat_"),
+    "GitLab token": ("glpat-",), "Slack token": ("xox",), "URL with a password": ("://",),
+    "private key block": ("-----begin",), "JSON web token": ("eyj",), "bearer token": ("bearer",),
+}
 
 REDACTED = "[withheld by scidex-nbcapsule]"
 
@@ -39,15 +45,21 @@ def is_secret_name(name: str) -> bool:
     return any(part in upper for part in SECRET_NAME_PARTS)
 
 
+def _candidates(text: str) -> list[tuple[str, re.Pattern[str]]]:
+    lowered = text.lower()
+    return [(kind, pattern) for kind, pattern in SECRET_VALUE_PATTERNS
+            if any(literal in lowered for literal in _PREFILTERS[kind])]
+
+
 def find_secrets(text: str) -> list[str]:
     """Kinds of credential found in ``text`` (empty when it looks clean)."""
-    return [kind for kind, pattern in SECRET_VALUE_PATTERNS if pattern.search(text)]
+    return [kind for kind, pattern in _candidates(text) if pattern.search(text)]
 
 
 def redact(text: str) -> tuple[str, list[str]]:
     """``text`` with every credential-looking value replaced, and the kinds replaced."""
     kinds = []
-    for kind, pattern in SECRET_VALUE_PATTERNS:
+    for kind, pattern in _candidates(text):
         text, count = pattern.subn(REDACTED, text)
         if count:
             kinds.append(kind)
@@ -89,8 +101,9 @@ def file_secrets(path: Path) -> list[str]:
         reasons.append("its name marks it as a credentials file")
     try:
         if path.stat().st_size <= SCAN_LIMIT:
-            text = path.read_bytes().decode("utf-8", errors="ignore")
-            reasons += ["it contains a " + kind for kind in find_secrets(text)]
+            data = path.read_bytes()
+            if b"\0" not in data[:8192]:  # credentials live in text files; binary data is not scanned
+                reasons += ["it contains a " + kind for kind in find_secrets(data.decode("utf-8", errors="ignore"))]
     except OSError:
         pass
     return reasons
