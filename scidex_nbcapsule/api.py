@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from . import __version__, capture, config as config_mod, environment, redaction
 from .crate import CratePlan, PayloadFile, write_crate
-from .errors import CapsuleError, InputFileError, NotebookError, PathOutsideProject
+from .errors import CapsuleError, NotebookError, PathOutsideProject
 from .manifest import ExecutionRecord, Manifest, Problem, new_capsule_id, utc_now
 
 
@@ -94,7 +94,9 @@ def _expand(paths: Iterable[str | os.PathLike], root: Path, base: Path) -> list[
             for dirpath, dirs, files in os.walk(real):
                 dirs[:] = sorted(d for d in dirs if d not in capture.IGNORED_PARTS and not d.startswith("."))
                 for name in sorted(files):
-                    found.append((capture.resolve_in_project(Path(dirpath, name), root), False))
+                    child = Path(dirpath, name)
+                    # below a resolved folder only a symlink can lead elsewhere
+                    found.append((capture.resolve_in_project(child, root) if os.path.islink(child) else child, False))
         else:
             found.append((real, True))
     return found
@@ -148,12 +150,6 @@ def _collect_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.
             withheld.append({"kind": "file", "what": item.path, "reason": "; ".join(reasons),
                              "how_to_include": f"--allow-secret {item.path}"})
             continue
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            raise InputFileError(f"{item.path} cannot be read: {exc.strerror or exc}",
-                                 hint="make it readable, or leave it out with --exclude") from exc
         kept.append(item)
     return kept, withheld
 

@@ -226,8 +226,8 @@ def _fill(plan: CratePlan, root: Path) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         crate.write(root)
-    _sync_tree(root)
-    return crate_checksum(root)
+    os.sync()  # every byte on disk before the rename makes the crate visible
+    return _checksum_of_new_crate(manifest, root)
 
 
 def _size(path: Path) -> int:
@@ -235,18 +235,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _sync_tree(root: Path) -> None:
-    """Flush the new files so a crash right after the rename cannot expose empty ones."""
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
 
 
 def _zip_folder(folder: Path, target: Path, top: str) -> None:
@@ -270,7 +258,18 @@ def crate_checksum(root: Path) -> str:
         for name in files:
             full = Path(dirpath, name)
             lines.append(f"{hash_file(full).sha256}  {full.relative_to(root).as_posix()}\n")
+    return _checksum(lines)
+
+
+def _checksum(lines: list[str]) -> str:
     return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+
+
+def _checksum_of_new_crate(manifest: Manifest, root: Path) -> str:
+    """:func:`crate_checksum` of a crate just written, without reading the payload a second time."""
+    lines = [f"{r.sha256}  {r.path}\n" for r in manifest.files if r.in_crate]
+    lines += [f"{hash_file(root / name).sha256}  {name}\n" for name in CRATE_OWN_FILES if (root / name).exists()]
+    return _checksum(lines)
 
 
 # -- metadata ------------------------------------------------------------------------

@@ -16,6 +16,29 @@ from typing import Any, Iterable
 
 from .redaction import filter_environ
 
+_INSTALLED: tuple[tuple, dict[str, str], dict[str, list[str]]] | None = None
+
+
+def _path_state() -> tuple:
+    """What changes when packages are installed or removed: the import path and its folders' mtimes."""
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            state.append((entry, None))
+    return tuple(state)
+
+
+def _installed() -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Installed distributions and the module→distribution map, re-read only after an install."""
+    global _INSTALLED
+    state = _path_state()
+    if _INSTALLED is None or _INSTALLED[0] != state:
+        _INSTALLED = (state, _distributions(), metadata.packages_distributions())
+    return _INSTALLED[1], _INSTALLED[2]
+
+
 def _distributions() -> dict[str, str]:
     """Every installed distribution (canonical name → version); the first on sys.path wins, as for imports."""
     found: dict[str, str] = {}
@@ -35,9 +58,9 @@ def imported_distributions(modules: Iterable[str] | None = None,
     """Distributions whose top-level modules are imported right now, with versions."""
     if modules is None:
         modules = list(sys.modules)
-    installed = _distributions() if installed is None else installed
+    known, mapping = _installed()
+    installed = known if installed is None else installed
     tops = {m.split(".", 1)[0] for m in modules if not m.startswith("_")}
-    mapping = metadata.packages_distributions()
     result: dict[str, str] = {}
     for top in tops:
         for dist_name in mapping.get(top, ()):
@@ -135,7 +158,7 @@ def environment_digest(data: dict[str, Any]) -> str:
 def snapshot(*, imported_modules: Iterable[str] | None = None, environ: dict[str, str] | None = None) -> EnvironmentSnapshot:
     """Describe the running interpreter; environment variables are filtered for secrets."""
     env_vars, withheld = filter_environ(dict(os.environ if environ is None else environ))
-    installed = _distributions()
+    installed, _ = _installed()
     conda = None
     if os.environ.get("CONDA_PREFIX"):
         conda = {"prefix": os.environ["CONDA_PREFIX"], "name": os.environ.get("CONDA_DEFAULT_ENV"),

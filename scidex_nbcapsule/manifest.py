@@ -156,7 +156,8 @@ class Manifest:
     # -- serialisation -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["manifest_digest"] = self.compute_digest()
+        data.pop("manifest_digest", None)
+        data["manifest_digest"] = digest(data)
         return data
 
     def compute_digest(self) -> str:
@@ -170,7 +171,7 @@ class Manifest:
         return self
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        return _pretty(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Any, *, check_digest: bool = True) -> "Manifest":
@@ -201,6 +202,10 @@ class Manifest:
         except (ValueError, RecursionError) as exc:
             raise ManifestError(f"capsule.json is not valid JSON: {exc}") from exc
         return cls.from_dict(data, check_digest=check_digest)
+
+
+def _pretty(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def schema() -> dict[str, Any]:

@@ -100,10 +100,13 @@ def file_secrets(path: Path) -> list[str]:
     if any(fnmatch(path.name, pat) for pat in SECRET_FILE_PATTERNS):
         reasons.append("its name marks it as a credentials file")
     try:
-        if path.stat().st_size <= SCAN_LIMIT:
-            data = path.read_bytes()
-            if b"\0" not in data[:8192]:  # credentials live in text files; binary data is not scanned
-                reasons += ["it contains a " + kind for kind in find_secrets(data.decode("utf-8", errors="ignore"))]
+        with open(path, "rb") as handle:
+            head = handle.read(8192)
+            # credentials live in small text files; binary and large data files are not scanned
+            if b"\0" not in head and len(head) + len(handle.read(SCAN_LIMIT - len(head) + 1)) <= SCAN_LIMIT:
+                handle.seek(0)
+                text = handle.read().decode("utf-8", errors="ignore")
+                reasons += ["it contains a " + kind for kind in find_secrets(text)]
     except OSError:
         pass
     return reasons
