@@ -338,3 +338,14 @@ def test_repo2docker_would_install_the_binder_requirements(simple):
     assert result.returncode == 0, output
     assert "binder/requirements.txt" in output
     assert "python3.1" in output or "python=3.1" in output
+
+
+def test_long_exports_show_a_progress_bar(simple, monkeypatch, capsys):
+    monkeypatch.setattr(api, "PROGRESS_FILES", 1)
+    seen: list[tuple[int, int]] = []
+    api.export(simple, inputs=[simple.parent / "data"], dest=simple.parent.parent / "p1", license="MIT",
+               progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1][0] == seen[-1][1]
+    api.export(simple, inputs=[simple.parent / "data"], dest=simple.parent.parent / "p2", license="MIT",
+               progress=True)
+    assert "nbcapsule export" in capsys.readouterr().err
