@@ -116,7 +116,7 @@ def _read_capsule_id(path: Path) -> str | None:
             data = json.loads((path / MANIFEST_FILE).read_text("utf-8"))
             value = data.get("capsule_id")
             return value if is_capsule_id(value) else None
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return None
 

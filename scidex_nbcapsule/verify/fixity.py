@@ -57,7 +57,7 @@ def _on_disk(root: Path) -> tuple[dict[str, Path], list[str]]:
 def _size_of(value: Any) -> int | None:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: contentSize Infinity (json reads it)
         return None
 
 
