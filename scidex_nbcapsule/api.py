@@ -114,6 +114,7 @@ def _collect_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.
                    base: Path) -> tuple[list[PayloadFile], list[dict[str, str]]]:
     roles: dict[Path, PayloadFile] = {}
     allowed = {capture.resolve_in_project(p, root, base=base) for p in allow_secrets}
+    known = redaction.secret_values(dict(os.environ))
     probe = capture.Recorder(project_root=root, excludes=list(excludes))
 
     def add(path: Path, role: str, read_sha256: str | None = None, named: bool = False) -> None:
@@ -145,7 +146,7 @@ def _collect_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.
     withheld: list[dict[str, str]] = []
     kept: list[PayloadFile] = []
     for path, item in sorted(roles.items()):
-        reasons = [] if path in allowed else redaction.file_secrets(path)
+        reasons = [] if path in allowed else redaction.file_secrets(path, known)
         if reasons:
             withheld.append({"kind": "file", "what": item.path, "reason": "; ".join(reasons),
                              "how_to_include": f"--allow-secret {item.path}"})
@@ -224,7 +225,7 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
         excludes += recorder.excludes
     files, withheld = _collect_files(root=root, notebook=nb_path, dest=dest_path, recorder=recorder, inputs=inputs,
                                      outputs=outputs, excludes=excludes, allow_secrets=allow_secrets, base=base)
-    nb_clean, nb_withheld = redaction.scrub_notebook(nb)
+    nb_clean, nb_withheld = redaction.scrub_notebook(nb, redaction.secret_values(dict(os.environ)))
     withheld += nb_withheld
     if nb_withheld:
         import nbformat

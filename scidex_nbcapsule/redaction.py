@@ -56,14 +56,31 @@ def find_secrets(text: str) -> list[str]:
     return [kind for kind, pattern in _candidates(text) if pattern.search(text)]
 
 
-def redact(text: str) -> tuple[str, list[str]]:
-    """``text`` with every credential-looking value replaced, and the kinds replaced."""
+def redact(text: str, known: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """``text`` with every credential-looking value (and every ``known`` secret value) replaced, and the kinds."""
     kinds = []
     for kind, pattern in _candidates(text):
         text, count = pattern.subn(REDACTED, text)
         if count:
             kinds.append(kind)
+    for value in known:
+        if value in text:
+            text = text.replace(value, REDACTED)
+            kinds.append(KNOWN_KIND)
     return text, kinds
+
+
+#: Secret values shorter than this are not searched for in outputs (too likely to be ordinary words).
+MIN_KNOWN_LENGTH = 8
+KNOWN_KIND = "value of a secret environment variable"
+
+
+def secret_values(environ: dict[str, str]) -> tuple[str, ...]:
+    """Values of the variables :func:`filter_environ` withholds, longest first: a secret printed bare (an AWS
+    secret key on its own matches no pattern) is still recognised in cell outputs and files."""
+    _, withheld = filter_environ(environ)
+    values = {environ[w["what"]].strip() for w in withheld}
+    return tuple(sorted((v for v in values if len(v) >= MIN_KNOWN_LENGTH), key=len, reverse=True))
 
 
 def filter_environ(environ: dict[str, str]) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -92,7 +109,7 @@ SECRET_FILE_PATTERNS = (".env", ".env.*", "*.pem", "*.key", "id_rsa", "id_ed2551
 SCAN_LIMIT = 1 << 20
 
 
-def file_secrets(path: Path) -> list[str]:
+def file_secrets(path: Path, known: tuple[str, ...] = ()) -> list[str]:
     """Why ``path`` must not be copied into a crate (empty when it may)."""
     from fnmatch import fnmatch
 
@@ -107,19 +124,21 @@ def file_secrets(path: Path) -> list[str]:
                 handle.seek(0)
                 text = handle.read().decode("utf-8", errors="ignore")
                 reasons += ["it contains a " + kind for kind in find_secrets(text)]
+                if any(value in text for value in known):
+                    reasons.append("it contains the " + KNOWN_KIND)
     except OSError:
         pass
     return reasons
 
 
-def scrub_notebook(nb: Any) -> tuple[Any, list[dict[str, str]]]:
-    """A copy of ``nb`` with credential-looking text in sources and outputs replaced."""
+def scrub_notebook(nb: Any, known: tuple[str, ...] = ()) -> tuple[Any, list[dict[str, str]]]:
+    """A copy of ``nb`` with credential-looking text (and ``known`` secret values) in sources and outputs replaced."""
     nb = copy.deepcopy(nb)
     withheld: list[dict[str, str]] = []
 
     def clean(value: Any, where: str) -> Any:
         if isinstance(value, str):
-            new, kinds = redact(value)
+            new, kinds = redact(value, known)
             for kind in kinds:
                 withheld.append({"kind": "notebook text", "what": where, "reason": f"it looked like a {kind}"})
             return new
