@@ -1,0 +1,214 @@
+"""Injected faults: exports killed with SIGKILL at random moments, PostgreSQL backends terminated in the middle
+of a registration, a locked SQLite file. Nothing half-written may become visible and a retry must work.
+
+A kernel that dies during verification (verdict ``execution-failed``, not a hang) is already covered by
+tests/test_verify.py::test_a_dying_kernel_is_execution_failed_not_a_hang; it is not repeated here.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import make_notebook
+from scidex_nbcapsule import api
+from scidex_nbcapsule.crate import PARTIAL_PREFIX, _pid_alive, open_crate
+from scidex_nbcapsule.errors import RegistryError
+from scidex_nbcapsule.registry import open_registry
+from scidex_nbcapsule.verify.fixity import check_fixity
+
+GROUP = "faults"
+KILLS = 20
+
+KILLABLE = """
+import sys
+import jsonschema, nbformat, rocrate.rocrate, swh.model.hashutil  # imported first: the kill lands in the export
+from scidex_nbcapsule import api
+print("ready", flush=True)
+fmt = sys.stdin.readline().strip()
+api.export(sys.argv[1], inputs=[sys.argv[2]], dest=sys.argv[3], fmt=fmt, license="MIT", progress=False)
+print("done", flush=True)
+"""
+
+
+def _spawn(nb: Path, data: Path, dest: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", KILLABLE, str(nb), str(data), str(dest)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _go(proc: subprocess.Popen, fmt: str) -> None:
+    assert proc.stdout.readline().strip() == "ready"
+    proc.stdin.write(fmt + "\n")
+    proc.stdin.flush()
+
+
+def _intact(path: Path) -> None:
+    with open_crate(path) as opened:
+        assert check_fixity(opened) == [], path
+
+
+def test_sigkilled_exports_leave_no_visible_partial_crate(project, tmp_path, counts):
+    data = project / "data"
+    rng = random.Random(int(os.environ.get("HARDENING_SEED", "8")))
+    for i in range(200):  # ~20 MB over 200 files
+        (data / f"part-{i:03d}.bin").write_bytes(rng.randbytes(100_000))
+    nb = make_notebook(project / "k.ipynb", "print(1)")
+    dest = tmp_path / "dest"
+    # all children start together so their imports overlap; two of them time a whole export
+    children = [_spawn(nb, data, dest) for _ in range(KILLS + 2)]
+    durations = {}
+    completed: set[str] = set()
+    for fmt, proc in (("folder", children.pop()), ("zip", children.pop())):
+        _go(proc, fmt)
+        started = time.monotonic()
+        assert proc.stdout.readline().strip() == "done"
+        durations[fmt] = time.monotonic() - started
+        proc.wait()
+    completed = {p.name for p in dest.iterdir()}
+    assert len(completed) == 2 and not any(n.startswith(PARTIAL_PREFIX) for n in completed)
+    killed: set[int] = set()
+    for try_no, proc in enumerate(children):
+        fmt = "zip" if try_no % 2 else "folder"
+        _go(proc, fmt)
+        time.sleep(rng.uniform(0, durations[fmt] * 1.1))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed.add(proc.pid)
+        counts(GROUP, f"exports killed with SIGKILL ({fmt})")
+        names = {p.name for p in dest.iterdir()}
+        hidden = {n for n in names if n.startswith(PARTIAL_PREFIX)}
+        for name in hidden:  # only what dead exports left, under their hidden names
+            pid = int(name[len(PARTIAL_PREFIX):].split("-", 1)[0])
+            assert pid in killed and not _pid_alive(pid), name
+        finished = names - hidden - completed
+        assert len(finished) <= 1
+        for name in finished:  # the kill came after the rename: a whole capsule
+            _intact(dest / name)
+        completed |= finished
+        counts(GROUP, "kills that left a hidden partial" if any(f"{PARTIAL_PREFIX}{proc.pid}-" in n for n in hidden) else
+               "kills after the capsule was complete" if finished else "kills before anything was written")
+    print(f"export durations: {durations}")
+    final = api.export(nb, inputs=[data], dest=dest, license="MIT", progress=False)
+    _intact(final.path)
+    names = {p.name for p in dest.iterdir()}
+    assert names == completed | {final.path.name}, "a partial crate survived the next export"
+    for name in completed:
+        _intact(dest / name)
+    counts(GROUP, "capsules complete after the kills (all intact)", len(names))
+
+
+# -- PostgreSQL: the backend of a registration in flight is terminated ------------------------------------
+def _half_capsules(cursor) -> int:
+    row = cursor.execute("SELECT count(*) FROM capsules c WHERE NOT EXISTS "
+                         "(SELECT 1 FROM capsule_files f WHERE f.capsule_id = c.capsule_id)").fetchone()
+    return row[0]
+
+
+@pytest.mark.parametrize("blocked_table", ["capsule_files", "crate_blobs"])
+def test_postgres_backend_terminated_mid_registration(pg_url, small_crate, blocked_table, counts):
+    import psycopg
+
+    registry = open_registry(pg_url)
+    before = registry.counts()
+    blocker = psycopg.connect(pg_url)
+    watcher = psycopg.connect(pg_url, autocommit=True)
+    outcome: dict = {}
+
+    def register() -> None:
+        try:
+            outcome["result"] = registry.register_capsule(small_crate)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            outcome["error"] = exc
+
+    try:
+        # the capsules row is inserted first; holding the later table makes the registration wait mid-transaction
+        blocker.execute(f"LOCK TABLE {blocked_table} IN ACCESS EXCLUSIVE MODE")
+        worker = threading.Thread(target=register, daemon=True)
+        worker.start()
+        victim = None
+        deadline = time.monotonic() + 30
+        while victim is None and time.monotonic() < deadline:
+            row = watcher.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+                                  "wait_event_type = 'Lock' AND query ILIKE %s",
+                                  (f"INSERT INTO {blocked_table}%",)).fetchone()
+            victim = row[0] if row else None
+            time.sleep(0.05)
+        assert victim is not None, "the registration never reached the locked table"
+        assert watcher.execute("SELECT pg_terminate_backend(%s)", (victim,)).fetchone()[0]
+        counts(GROUP, "PostgreSQL backends terminated mid-registration")
+        worker.join(30)
+        assert not worker.is_alive(), "the registration hung after its connection was cut"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    error = outcome.get("error")
+    assert isinstance(error, RegistryError) and str(error).strip(), repr(error)
+    counts(GROUP, f"cut connections reported as {type(error).__name__}")
+    with psycopg.connect(pg_url) as conn:
+        assert _half_capsules(conn) == 0
+    assert registry.counts() == before, "a half capsule was committed"
+    again = registry.register_capsule(small_crate)  # the same registry object: its pool drops the dead link
+    assert again.created
+    after = registry.counts()
+    assert after["capsules"] == before["capsules"] + 1
+    manifest = registry.get_capsule_manifest(again.capsule_id)
+    assert len(registry.get_capsule(again.capsule_id)["files"]) == len(manifest.files)
+    registry.close()
+    watcher.close()
+    counts(GROUP, "retries after a cut connection that succeeded")
+
+
+# -- SQLite: the file is locked by another connection -----------------------------------------------------
+def test_locked_sqlite_file_gives_a_clear_error_not_a_hang(tmp_path, small_crate, monkeypatch, counts):
+    from scidex_nbcapsule.registry import sqlite as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_MS", 300)
+    path = tmp_path / "locked.sqlite3"
+    url = f"sqlite:///{path}"
+    registry = open_registry(url)
+    before = registry.counts()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    started = time.monotonic()
+    try:
+        with pytest.raises(RegistryError) as info:
+            registry.register_capsule(small_crate)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert time.monotonic() - started < 10 and "locked" in str(info.value)
+    counts(GROUP, "SQLite registrations against a locked file: clear RegistryError")
+    with sqlite3.connect(path) as conn:
+        assert _half_capsules(conn) == 0
+    assert registry.counts() == before
+    assert registry.register_capsule(small_crate).created
+    assert registry.counts()["capsules"] == before["capsules"] + 1
+    registry.close()
+    counts(GROUP, "retries after a locked file that succeeded")
+
+
+def test_sqlite_lock_released_while_waiting_lets_the_registration_through(tmp_path, small_crate, counts):
+    path = tmp_path / "wait.sqlite3"
+    registry = open_registry(f"sqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    releaser = threading.Timer(1.0, lambda: (holder.execute("ROLLBACK"), holder.close()))
+    releaser.start()
+    started = time.monotonic()
+    registered = registry.register_capsule(small_crate)  # default busy timeout: waits for the lock, then goes
+    waited = time.monotonic() - started
+    releaser.join()
+    assert registered.created and 0.8 < waited < 20
+    manifest = registry.get_capsule_manifest(registered.capsule_id)
+    assert len(registry.get_capsule(registered.capsule_id)["files"]) == len(manifest.files)
+    registry.close()
+    counts(GROUP, "SQLite registrations that waited out a lock")
