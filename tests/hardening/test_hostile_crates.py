@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from scidex_nbcapsule.crate import METADATA_FILE, MANIFEST_FILE, open_crate, safe_extract
 from scidex_nbcapsule.errors import CapsuleError, UnsafeArchive
 from scidex_nbcapsule.manifest import digest
-from scidex_nbcapsule.verify import verify
+from scidex_nbcapsule.verify import _read_capsule_id, verify
 from scidex_nbcapsule.verify.fixity import check_fixity
 
 GROUP = "hostile crates"
@@ -42,6 +42,8 @@ KINDS = ["replace", "delete", "wrong-type", "huge", "unknown-type", "targeted", 
 INTERESTING = {"@graph", "@id", "@type", "@context", "contentSize", "sha256", "hasPart", "files", "path", "size",
                "role", "linked_from", "manifest_digest", "capsule_id", "notebook", "execution", "cells", "mode",
                "authors", "withheld", "swhids", "git"}
+#: Keys whose values the readers turn into numbers.
+NUMERIC = {"contentSize", "size", "mode", "execution_count"}
 MARK = "@@hostile-placeholder@@"
 
 
@@ -78,8 +80,10 @@ def _mutate_json(original: bytes, kind: str, choice: int, value, size: int) -> b
         return original[:choice % max(1, len(original))]
     data = json.loads(original)
     paths = [p for p in _paths(data) if p]
-    if kind == "targeted" or (kind in ("raw-number", "wrong-type") and choice % 2):
+    if kind == "targeted" or (kind == "wrong-type" and choice % 2):
         paths = [p for p in paths if isinstance(p[-1], str) and p[-1] in INTERESTING] or paths
+    elif kind == "raw-number":
+        paths = [p for p in paths if isinstance(p[-1], str) and p[-1] in NUMERIC] or paths
     path = paths[choice % len(paths)]
     parent = data
     for step in path[:-1]:
@@ -139,6 +143,7 @@ def read_like_verify(crate: Path) -> str:
             return "fixity-failed" if problems else "intact"
     except CapsuleError as exc:
         assert str(exc).strip(), f"{type(exc).__name__} without a message"
+        _read_capsule_id(crate)  # what verify() does next for its report: best effort, must not raise
         return type(exc).__name__
 
 
