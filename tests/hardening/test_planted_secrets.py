@@ -171,3 +171,19 @@ def test_allow_secret_includes_the_file_on_purpose(project, tmp_path, counts):
     assert (allowed.path / "lab.ini").read_text() == CONFIG
     assert all(w["what"] != "lab.ini" for w in allowed.manifest.withheld)
     counts(GROUP, "files included on purpose with --allow-secret")
+
+
+def test_bare_secret_values_of_withheld_variables_are_scrubbed(counts):
+    """The rule behind the end-to-end test, without a kernel: a withheld variable's value is found anywhere."""
+    from scidex_nbcapsule import redaction
+
+    environ = {"AWS_SECRET_ACCESS_KEY": AWS_SECRET, "API_TOKEN": "short", "HOME": "/home/someone",
+               "NOTES": "mentions " + GITHUB_TOKEN}
+    known = redaction.secret_values(environ)
+    assert AWS_SECRET in known and "short" not in known and "/home/someone" not in known
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(k)")]
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text=f"{AWS_SECRET}\n")]
+    clean, withheld = redaction.scrub_notebook(nb, known)
+    assert AWS_SECRET not in json.dumps(clean) and withheld[0]["reason"].endswith(redaction.KNOWN_KIND)
+    counts(GROUP, "bare secret values scrubbed (unit)")
