@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from helpers import FIXTURES, HARDENING_COUNTS
+from helpers import FIXTURES
 from kernel import KernelSession
 
 #: PostgreSQL gets one database per test session (random name, dropped at the end) and one schema per
@@ -22,13 +22,6 @@ def pytest_configure(config):
     os.environ.setdefault("GIT_AUTHOR_EMAIL", "author@example.org")
     os.environ.setdefault("GIT_COMMITTER_NAME", "Test Author")
     os.environ.setdefault("GIT_COMMITTER_EMAIL", "author@example.org")
-
-
-def pytest_terminal_summary(terminalreporter):
-    if HARDENING_COUNTS:
-        terminalreporter.section("hardening counts (cases tried, faults injected, nothing lost)")
-        for key, value in sorted(HARDENING_COUNTS.items()):
-            terminalreporter.write_line(f"{key}: {value}")
 
 
 @pytest.fixture

@@ -7,13 +7,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections import Counter
 from pathlib import Path
 
 import nbformat
-
-#: What the hardening tests tried (cases, faults injected); printed at the end of the run.
-HARDENING_COUNTS: Counter = Counter()
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
