@@ -29,26 +29,47 @@ from scidex_nbcapsule.verify.fixity import check_fixity
 GROUP = "faults"
 KILLS = 20
 
-KILLABLE = """
-import sys
-import jsonschema, nbformat, rocrate.rocrate, swh.model.hashutil  # imported first: the kill lands in the export
+#: One process imports everything once, then forks a fresh export process per request (no 20 cold imports
+#: on a shared machine); each forked child is a real process running api.export, killed with SIGKILL.
+ZYGOTE = """
+import os, sys
+import jsonschema, nbformat, rocrate.rocrate, swh.model.hashutil
 from scidex_nbcapsule import api
+nb, data, dest = sys.argv[1:4]
 print("ready", flush=True)
-fmt = sys.stdin.readline().strip()
-api.export(sys.argv[1], inputs=[sys.argv[2]], dest=sys.argv[3], fmt=fmt, license="MIT", progress=False)
-print("done", flush=True)
+for line in sys.stdin:
+    fmt = line.strip()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            api.export(nb, inputs=[data], dest=dest, fmt=fmt, license="MIT", progress=False)
+        finally:
+            os._exit(0)
+    print(pid, flush=True)
+    _, status = os.waitpid(pid, 0)
+    print("exit", os.waitstatus_to_exitcode(status), flush=True)
 """
 
 
-def _spawn(nb: Path, data: Path, dest: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", KILLABLE, str(nb), str(data), str(dest)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+class Zygote:
+    def __init__(self, nb: Path, data: Path, dest: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE, str(nb), str(data), str(dest)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
 
+    def start(self, fmt: str) -> int:
+        self.proc.stdin.write(fmt + "\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
 
-def _go(proc: subprocess.Popen, fmt: str) -> None:
-    assert proc.stdout.readline().strip() == "ready"
-    proc.stdin.write(fmt + "\n")
-    proc.stdin.flush()
+    def wait(self) -> int:
+        line = self.proc.stdout.readline().split()
+        assert line[0] == "exit", line
+        return int(line[1])
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
 
 
 def _intact(path: Path) -> None:
@@ -63,40 +84,43 @@ def test_sigkilled_exports_leave_no_visible_partial_crate(project, tmp_path, cou
         (data / f"part-{i:03d}.bin").write_bytes(rng.randbytes(100_000))
     nb = make_notebook(project / "k.ipynb", "print(1)")
     dest = tmp_path / "dest"
-    # all children start together so their imports overlap; two of them time a whole export
-    children = [_spawn(nb, data, dest) for _ in range(KILLS + 2)]
-    durations = {}
-    completed: set[str] = set()
-    for fmt, proc in (("folder", children.pop()), ("zip", children.pop())):
-        _go(proc, fmt)
-        started = time.monotonic()
-        assert proc.stdout.readline().strip() == "done"
-        durations[fmt] = time.monotonic() - started
-        proc.wait()
-    completed = {p.name for p in dest.iterdir()}
-    assert len(completed) == 2 and not any(n.startswith(PARTIAL_PREFIX) for n in completed)
-    killed: set[int] = set()
-    for try_no, proc in enumerate(children):
-        fmt = "zip" if try_no % 2 else "folder"
-        _go(proc, fmt)
-        time.sleep(rng.uniform(0, durations[fmt] * 1.1))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        killed.add(proc.pid)
-        counts(GROUP, f"exports killed with SIGKILL ({fmt})")
-        names = {p.name for p in dest.iterdir()}
-        hidden = {n for n in names if n.startswith(PARTIAL_PREFIX)}
-        for name in hidden:  # only what dead exports left, under their hidden names
-            pid = int(name[len(PARTIAL_PREFIX):].split("-", 1)[0])
-            assert pid in killed and not _pid_alive(pid), name
-        finished = names - hidden - completed
-        assert len(finished) <= 1
-        for name in finished:  # the kill came after the rename: a whole capsule
-            _intact(dest / name)
-        completed |= finished
-        counts(GROUP, "kills that left a hidden partial" if any(f"{PARTIAL_PREFIX}{proc.pid}-" in n for n in hidden) else
-               "kills after the capsule was complete" if finished else "kills before anything was written")
-    print(f"export durations: {durations}")
+    zygote = Zygote(nb, data, dest)
+    try:
+        durations = {}
+        for fmt in ("folder", "zip"):  # one whole export of each kind: how long the kills may wait
+            started = time.monotonic()
+            zygote.start(fmt)
+            assert zygote.wait() == 0
+            durations[fmt] = time.monotonic() - started
+        print(f"export durations: {durations}")
+        completed = {p.name for p in dest.iterdir()}
+        assert len(completed) == 2 and not any(n.startswith(PARTIAL_PREFIX) for n in completed)
+        killed: set[int] = set()
+        for try_no in range(KILLS):
+            fmt = "zip" if try_no % 2 else "folder"
+            pid = zygote.start(fmt)
+            time.sleep(rng.uniform(0, durations[fmt] * 1.1))
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # it finished (and was reaped) before the kill
+                pass
+            status = zygote.wait()
+            killed.add(pid)
+            counts(GROUP, f"exports killed with SIGKILL ({fmt})")
+            names = {p.name for p in dest.iterdir()}
+            hidden = {n for n in names if n.startswith(PARTIAL_PREFIX)}
+            for name in hidden:  # only what dead exports left, under their hidden names
+                owner = int(name[len(PARTIAL_PREFIX):].split("-", 1)[0])
+                assert owner in killed and not _pid_alive(owner), name
+            finished = names - hidden - completed
+            assert len(finished) <= 1 and status in (0, -signal.SIGKILL), status
+            for name in finished:  # the kill came after the rename: a whole capsule
+                _intact(dest / name)
+            completed |= finished
+            counts(GROUP, "kills that left a hidden partial" if any(f"{PARTIAL_PREFIX}{pid}-" in n for n in hidden)
+                   else "kills after the capsule was complete" if finished else "kills before anything was written")
+    finally:
+        zygote.close()
     final = api.export(nb, inputs=[data], dest=dest, license="MIT", progress=False)
     _intact(final.path)
     names = {p.name for p in dest.iterdir()}
