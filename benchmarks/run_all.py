@@ -22,15 +22,30 @@ import bench_capture  # noqa: E402
 import bench_export  # noqa: E402
 
 
-def _script(name: str, *args: str) -> str:
+def _skipped(name: str, why: str) -> dict:
+    print(f"SKIPPED {name}: {why}", flush=True)
+    return {"name": f"{name} (skipped: {why})"[:58], "ours_s": None, "baseline": why, "baseline_s": None,
+            "ratio": None, "target": None, "pass": None, "skipped": why}
+
+
+def _script(name: str, *args: str) -> str | None:
+    """A benchmark script written by another helper; None (and a clear line) when it is absent or fails."""
+    if not (HERE / name).is_file():
+        print(f"\n== SKIPPED {name}: benchmarks/{name} does not exist yet", flush=True)
+        return None
     print(f"\n== {name} {' '.join(args)}", flush=True)
-    out = subprocess.run([sys.executable, str(HERE / name), *args], capture_output=True, text=True, check=True).stdout
-    print(out, flush=True)
-    return out
+    done = subprocess.run([sys.executable, str(HERE / name), *args], capture_output=True, text=True)
+    print(done.stdout, flush=True)
+    if done.returncode:
+        print(f"== SKIPPED {name}: exit status {done.returncode}\n{done.stderr[-2000:]}", flush=True)
+        return None
+    return done.stdout
 
 
 def verify_rows(quick: bool) -> list[dict]:
     out = _script("bench_verify.py", "--repeat", "1" if quick else "3")
+    if out is None:
+        return [_skipped("bench_verify.py", "missing or failed")]
     plain = float(re.search(r"plain nbclient execution:\s+([\d.]+)", out).group(1))
     checked = float(re.search(r"verify \(fixity\+run\+compare\):\s+([\d.]+)", out).group(1))
     ratio = checked / plain
@@ -40,6 +55,8 @@ def verify_rows(quick: bool) -> list[dict]:
 
 def registry_rows(n: int) -> list[dict]:
     out = _script("bench_registry.py", "--n", str(n), "--rounds", "300" if n > 10_000 else "1000")
+    if out is None:
+        return [_skipped(f"bench_registry.py --n {n}", "missing or failed")]
     rows = []
     for line in out.splitlines():
         parts = line.split()
@@ -51,6 +68,14 @@ def registry_rows(n: int) -> list[dict]:
                              "ours_s": None, "baseline": "limit 10 ms", "baseline_s": None, "ratio": None,
                              "target": 10, "p95_ms": p95, "pass": p95 < 10})
     return rows
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def table(rows: list[dict]) -> str:
@@ -99,11 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         rows += registry_rows(1000 if args.quick else 10_000)
         if not args.quick and args.registry_large:
             rows += registry_rows(args.registry_large)
-    print(f"\nmachine: {os.cpu_count()} cores; {time.time() - started:.0f} s in all\n")
+    machine = {"cpu_count": os.cpu_count(), "load_average_at_end": os.getloadavg(), "quick": args.quick,
+               "page_cache": bench_export.CACHE_MODE, "seconds": round(time.time() - started),
+               "git_commit": _git_commit()}
+    print(f"\nmachine: os.cpu_count() = {os.cpu_count()}; page cache: {machine['page_cache']}; load average at "
+          f"the end {machine['load_average_at_end'][0]:.1f}; {machine['seconds']} s in all\n")
     print(table(rows))
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    (results / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(rows, indent=2))
+    out = results / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    print(f"\nwritten to {out}")
     return 0
 
 
