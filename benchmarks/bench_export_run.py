@@ -1,0 +1,225 @@
+"""Export against the hardware limit and against the peers, measured in one run (used by ``run_bench.py``).
+
+Derived from ``bench_export.py``; differences: the BagIt row times our bag step alone
+(``run_archival("bagit", crate)`` on an exported crate) against ``copy + bagit.make_bag``
+on the same files, instead of export+bag against bag; the quick sizes are smaller.
+
+Baselines run on the same bytes in the same process run: ``openssl dgst -sha256``
+then ``cp -r`` (the hardware limit), ``cp -r`` alone (the physical floor), the
+``rocrate`` library alone plus ``sha256sum`` (the peer), and ``bagit.make_bag``.
+Each step starts with the page cache dropped when the kernel allows it, and
+otherwise with the files read once so every contender meets a warm cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import nbformat
+
+CHILD = """
+import json, resource, sys, time
+import jsonschema, nbformat, rocrate.rocrate  # the import cost is start-up, reported apart
+from scidex_nbcapsule import api, environment
+environment.snapshot()  # as in a kernel that has exported before: package facts are cached
+start = time.perf_counter()
+capsule = api.export(sys.argv[1], inputs=[sys.argv[2]], dest=sys.argv[3], license="MIT", progress=False,
+                     fmt=sys.argv[4])
+seconds = time.perf_counter() - start
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+bag_seconds = None
+if sys.argv[5] == "bagit":
+    import os, subprocess
+    from scidex_nbcapsule.archive import run_archival
+    subprocess.run(["sync"], check=True)
+    if sys.argv[6] == "dropped":
+        with open("/proc/sys/vm/drop_caches", "w") as handle:
+            handle.write("3\\n")
+    start = time.perf_counter()
+    run_archival("bagit", capsule.path, dest=sys.argv[3] + "/bag")
+    subprocess.run(["sync"], check=True)
+    bag_seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "rss_mib": rss, "bag_seconds": bag_seconds}))
+"""
+
+
+def drop_caches() -> str:
+    try:
+        subprocess.run(["sync"], check=True)
+        with open("/proc/sys/vm/drop_caches", "w") as handle:
+            handle.write("3\n")
+        return "dropped"
+    except OSError:
+        return "warm"
+
+
+def warm(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                while handle.read(1 << 20):
+                    pass
+
+
+def timed(step: Callable[[], object], folder: Path, cache: str) -> float:
+    if cache == "dropped":
+        drop_caches()
+    else:
+        warm(folder)
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def make_project(root: Path, *, files: int, size: int) -> tuple[Path, Path]:
+    data = root / "data"
+    data.mkdir(parents=True)
+    block = os.urandom(1 << 20)
+    if files == 1:
+        with open(data / "big.bin", "wb") as handle:
+            for _ in range(size // len(block)):
+                handle.write(block)
+    else:
+        for i in range(files):
+            sub = data / f"d{i // 1000:03d}"
+            sub.mkdir(exist_ok=True)
+            (sub / f"f{i:06d}.bin").write_bytes(os.urandom(size))
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell("print('benchmark')"))
+    nbformat.write(nb, str(root / "bench.ipynb"))
+    return root / "bench.ipynb", data
+
+
+def ours(nb: Path, data: Path, dest: Path, *, fmt: str = "folder", bagit: bool = False, cache: str = "warm") -> dict:
+    """One export in a child process: its wall time and peak RSS (and the bag step's time when ``bagit``)."""
+    out = subprocess.run([sys.executable, "-c", CHILD, str(nb), str(data), str(dest), fmt,
+                          "bagit" if bagit else "-", cache], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"the export child failed:\n{out.stderr[-3000:]}")
+    shutil.rmtree(dest, ignore_errors=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def openssl_then_cp(data: Path, dest: Path) -> None:
+    files = [str(p) for p in data.rglob("*") if p.is_file()]
+    for i in range(0, len(files), 2000):
+        subprocess.run(["openssl", "dgst", "-sha256", *files[i:i + 2000]], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cp", "-r", str(data), str(dest)], check=True)
+    subprocess.run(["sync"], check=True)
+    shutil.rmtree(dest)
+
+
+def cp_only(data: Path, dest: Path) -> None:
+    subprocess.run(["cp", "-r", str(data), str(dest)], check=True)
+    subprocess.run(["sync"], check=True)
+    shutil.rmtree(dest)
+
+
+def rocrate_peer(data: Path, dest: Path) -> None:
+    from rocrate.rocrate import ROCrate
+
+    crate = ROCrate()
+    for path in sorted(p for p in data.rglob("*") if p.is_file()):
+        crate.add_file(path, dest_path=str(path.relative_to(data)))
+    crate.write(dest)
+    files = [str(p) for p in dest.rglob("*") if p.is_file()]
+    for i in range(0, len(files), 2000):
+        subprocess.run(["sha256sum", *files[i:i + 2000]], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["sync"], check=True)
+    shutil.rmtree(dest)
+
+
+def bagit_peer(data: Path, dest: Path) -> None:
+    import bagit
+
+    shutil.copytree(data, dest)
+    bagit.make_bag(str(dest), checksums=["sha256", "sha512"])
+    subprocess.run(["sync"], check=True)
+    shutil.rmtree(dest)
+
+
+def row(name: str, ours_s: float, base_s: float, target: float | None, baseline: str) -> dict:
+    ratio = ours_s / base_s
+    return {"name": name, "ours_s": round(ours_s, 3), "baseline": baseline, "baseline_s": round(base_s, 3),
+            "ratio": round(ratio, 3), "target": target, "pass": None if target is None else ratio <= target}
+
+
+def run(quick: bool, workdir: Path) -> list[dict]:
+    big = (256 << 20) if quick else (2 << 30)
+    many = 2000 if quick else 20_000
+    print(f"export: one file of {big >> 20} MiB; {many:,} files of 50 KiB; scaling with 4 KiB files", flush=True)
+    rows: list[dict] = []
+    cache = drop_caches()
+    print(f"page cache: {cache} before each step", flush=True)
+    for label, files, size in (("one file", 1, big), ("many files", many, 50 << 10)):
+        root = workdir / label.replace(" ", "-")
+        nb, data = make_project(root, files=files, size=size)
+        what = f"{big >> 20} MiB" if files == 1 else f"{files} x 50 KiB"
+        result: dict = {}
+        t_wall = timed(lambda: result.update(ours(nb, data, root / "out", cache=cache)), data, cache)
+        t_ours = result["seconds"]
+        t_base = timed(lambda: openssl_then_cp(data, root / "base"), data, cache)
+        t_cp = timed(lambda: cp_only(data, root / "cp"), data, cache)
+        target = 1.0 if files == 1 else 1.3
+        rows.append(row(f"export {what} vs openssl+cp", t_ours, t_base, target, "openssl dgst -sha256 + cp -r"))
+        rows.append(row(f"export {what} vs cp -r", t_ours, t_cp, None, "cp -r (physical floor)"))
+        rows.append(row(f"export {what} incl. Python start-up vs openssl+cp", t_wall, t_base, None,
+                        "openssl dgst -sha256 + cp -r"))
+        rows.append({"name": f"peak RSS exporting {what}", "ours_s": None, "baseline": "limit 200 MiB",
+                     "baseline_s": None, "ratio": None, "target": 200, "rss_mib": round(result["rss_mib"], 1),
+                     "pass": result["rss_mib"] < 200})
+        if files > 1:
+            t_peer = timed(lambda: rocrate_peer(data, root / "peer"), data, cache)
+            rows.append(row(f"export {what} vs rocrate+sha256sum", t_ours, t_peer, 1.0, "rocrate add_file+write, sha256sum"))
+            bag = ours(nb, data, root / "bagout", bagit=True, cache=cache)
+            t_bag_ours = bag["bag_seconds"]
+            t_bag_peer = timed(lambda: bagit_peer(data, root / "bagpeer"), data, cache)
+            rows.append(row(f"BagIt of the {what} crate vs bagit.make_bag", t_bag_ours, t_bag_peer, 1.0,
+                            "copy + bagit.make_bag(sha256, sha512)"))
+        shutil.rmtree(root)
+    sizes = (500, 2000) if quick else (1000, 10_000, 50_000)
+    for count in sizes:
+        root = workdir / f"scale-{count}"
+        nb, data = make_project(root, files=count, size=4 << 10)
+        result = ours(nb, data, root / "out")
+        rows.append({"name": f"scaling {count} files", "ours_s": round(result["seconds"], 3), "baseline": "per file",
+                     "baseline_s": None, "ratio": None, "target": None,
+                     "per_file_ms": round(1000 * result["seconds"] / count, 3), "pass": None})
+        shutil.rmtree(root)
+    per_file = [r["per_file_ms"] for r in rows if "per_file_ms" in r]
+    rows.append({"name": "scaling: largest/smallest time per file", "ours_s": None, "baseline": "linear = 1.0",
+                 "baseline_s": None, "ratio": round(per_file[-1] / per_file[0], 3), "target": 2.0,
+                 "pass": per_file[-1] / per_file[0] <= 2.0})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (256 MiB, 2,000 files)")
+    parser.add_argument("--workdir", type=Path, default=None, help="where to write the data (same disk as /tmp)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="nbcapsule-bench-", dir=args.workdir))
+    try:
+        rows = run(args.quick, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for r in rows:
+        print(json.dumps(r))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
