@@ -251,6 +251,11 @@ def current_recorder() -> Recorder | None:
     return _RECORDER
 
 
+def pause_this_thread() -> None:
+    """Stop recording this thread's opens for good: for worker threads that only do the package's own I/O."""
+    _THREAD.paused = True
+
+
 class paused:
     """Stop recording this thread's opens while the package does its own I/O (hashing, copying, writing).
 

@@ -84,6 +84,8 @@ class CratePlan:
     progress: Callable[[int, int], None] | None = None
     #: Callable(manifest) run once every payload digest is known; fills in SWHIDs.
     identify: Callable[[Manifest], None] | None = None
+    #: Threads that copy small files while others wait on the disk (``map`` keeps the order); None: one thread.
+    executor: Any = None
 
 
 # -- writing ---------------------------------------------------------------------
@@ -189,17 +191,19 @@ def _fill(plan: CratePlan, root: Path) -> str:
     done = 0
     records.append(_write_generated(root, manifest.notebook, plan.notebook_bytes, "code"))
     done += len(plan.notebook_bytes)
-    for item in plan.files:
-        if plan.link_large is not None and _size(item.source) > plan.link_large:
-            digests = hash_file(item.source)
-            records.append(_record(item.path, item.role, digests, read_sha256=item.read_sha256,
-                                   linked_from=item.source.as_uri()))
-        else:
-            digests = copy_and_hash(item.source, root / item.path)
-            records.append(_record(item.path, item.role, digests, read_sha256=item.read_sha256))
-        done += digests.size
-        if plan.progress:
-            plan.progress(done, total)
+    copies = _copy_payload(plan, root)
+    try:
+        for item, (digests, linked) in zip(plan.files, copies):
+            if linked:
+                records.append(_record(item.path, item.role, digests, read_sha256=item.read_sha256,
+                                       linked_from=item.source.as_uri()))
+            else:
+                records.append(_record(item.path, item.role, digests, read_sha256=item.read_sha256))
+            done += digests.size
+            if plan.progress:
+                plan.progress(done, total)
+    finally:
+        copies.close()  # on failure: no copy still running while the partial folder is removed
     env_bytes = (json.dumps(plan.environment, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
     records.append(_write_generated(root, "environment.json", env_bytes, "environment"))
     records.append(_write_generated(root, "requirements.txt", plan.requirements.encode(), "environment"))
@@ -219,15 +223,63 @@ def _fill(plan: CratePlan, root: Path) -> str:
         if record.swhid is None:
             record.swhid = content_swhid(record.sha1_git)
     manifest.files.sort(key=lambda r: r.path)
-    manifest.seal()
-    manifest_bytes = manifest.to_json().encode("utf-8")
+    manifest_bytes = manifest.seal_to_json().encode("utf-8")
     (root / MANIFEST_FILE).write_bytes(manifest_bytes)
     crate = build_metadata(manifest, plan.environment, hash_bytes(manifest_bytes))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        crate.write(root)
+    write_metadata(crate, root)
+    del crate
     os.sync()  # every byte on disk before the rename makes the crate visible
     return _checksum_of_new_crate(manifest, root)
+
+
+#: Files below this size are copied by ``plan.executor`` threads; larger ones use the hashing threads instead.
+SMALL_FILE = 4 << 20
+#: How many small files are in flight at once (bounds memory: each holds at most one chunk).
+WINDOW = 64
+
+
+def _copy_one(plan: CratePlan, root: Path, item: PayloadFile) -> tuple[Digests, bool]:
+    if plan.link_large is not None and _size(item.source) > plan.link_large:
+        return hash_file(item.source), True
+    return copy_and_hash(item.source, root / item.path), False
+
+
+def _copy_payload(plan: CratePlan, root: Path) -> Iterator[tuple[Digests, bool]]:
+    """(digests, linked) for each payload file in order; small files copied by the executor's threads, a bounded
+    window ahead, so file creation and cold reads overlap instead of queueing one by one."""
+    if plan.executor is None:
+        for item in plan.files:
+            yield _copy_one(plan, root, item)
+        return
+    pending: list = []
+    try:
+        for item in plan.files:
+            if _size(item.source) < SMALL_FILE:
+                pending.append(plan.executor.submit(_copy_one, plan, root, item))
+                if len(pending) >= WINDOW:
+                    yield pending.pop(0).result()
+                continue
+            while pending:
+                yield pending.pop(0).result()
+            yield _copy_one(plan, root, item)
+        while pending:
+            yield pending.pop(0).result()
+    finally:
+        for future in pending:
+            future.cancel()
+        for future in pending:
+            if not future.cancelled():
+                future.exception()  # wait; its error, if any, is not the one to report
+
+
+def write_metadata(crate, root: Path) -> None:
+    """What ``crate.write(root)`` writes for a crate whose files are already in place: the same bytes of
+    ``ro-crate-metadata.json``, streamed rather than built as one string, and the preview. (``write`` would
+    also visit every file entity only to warn that it has no source to copy from.)"""
+    with open(root / METADATA_FILE, "w", encoding="utf-8", newline="") as handle:
+        json.dump(crate.metadata.generate(), handle, indent=4, sort_keys=True, ensure_ascii=False)
+    if crate.preview is not None:
+        crate.preview.write(root)
 
 
 def _size(path: Path) -> int:

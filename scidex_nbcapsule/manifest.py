@@ -6,6 +6,7 @@ is plain data with a canonical JSON form and a digest over that form.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -89,6 +90,8 @@ class FileRecord:
         return self.linked_from is None
 
 
+_FILE_FIELDS = tuple(f.name for f in fields(FileRecord))
+
 @dataclass
 class CellRun:
     cell_id: str | None
@@ -154,14 +157,22 @@ class Manifest:
         return [f for f in self.files if f.role == role]
 
     # -- serialisation -------------------------------------------------
+    def _asdict(self) -> dict[str, Any]:
+        """``asdict(self)``, with the (all-scalar) file records copied directly: tens of thousands of them."""
+        shallow = copy.copy(self)
+        shallow.files = []
+        data = asdict(shallow)
+        data["files"] = [{name: getattr(record, name) for name in _FILE_FIELDS} for record in self.files]
+        return data
+
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = self._asdict()
         data.pop("manifest_digest", None)
         data["manifest_digest"] = digest(data)
         return data
 
     def compute_digest(self) -> str:
-        data = asdict(self)
+        data = self._asdict()
         data.pop("manifest_digest", None)
         return digest(data)
 
@@ -169,6 +180,12 @@ class Manifest:
         """Fix the digest; call once every field is final."""
         self.manifest_digest = self.compute_digest()
         return self
+
+    def seal_to_json(self) -> str:
+        """:meth:`seal` then :meth:`to_json`, building the dictionary once."""
+        data = self.to_dict()
+        self.manifest_digest = data["manifest_digest"]
+        return _pretty(data)
 
     def to_json(self) -> str:
         return _pretty(self.to_dict())
