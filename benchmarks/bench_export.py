@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -179,7 +180,12 @@ def row(name: str, ours_s: float, base_s: float, target: float | None, baseline:
             "ratio": round(ratio, 3), "target": target, "pass": None if target is None else ratio <= target}
 
 
-def run(quick: bool, workdir: Path) -> list[dict]:
+def _fmt(times: list[float]) -> str:
+    return " ".join(f"{t:.2f}" for t in times) + " s"
+
+
+def run(quick: bool, workdir: Path, repeat: int | None = None) -> list[dict]:
+    repeat = repeat or (1 if quick else 3)
     big = (256 << 20) if quick else (2 << 30)
     many = 2000 if quick else 20_000
     global CACHE_MODE
@@ -190,11 +196,18 @@ def run(quick: bool, workdir: Path) -> list[dict]:
         root = workdir / label.replace(" ", "-")
         nb, data = make_project(root, files=files, size=size)
         what = f"{big >> 20} MiB" if files == 1 else f"{files} x 50 KiB"
-        result: dict = {}
-        t_wall = timed(lambda: result.update(ours(nb, data, root / "out")), data, cache)
-        t_ours = result["seconds"]
-        t_base = timed(lambda: openssl_then_cp(data, root / "base"), data, cache)
-        t_cp = timed(lambda: cp_only(data, root / "cp"), data, cache)
+        # the three contenders take turns, `repeat` rounds; medians, so one noisy moment moves no ratio
+        walls, ours_s, bases, cps, rss = [], [], [], [], []
+        for _ in range(repeat):
+            result: dict = {}
+            walls.append(timed(lambda: result.update(ours(nb, data, root / "out")), data, cache))
+            ours_s.append(result["seconds"])
+            rss.append(result["rss_mib"])
+            bases.append(timed(lambda: openssl_then_cp(data, root / "base"), data, cache))
+            cps.append(timed(lambda: cp_only(data, root / "cp"), data, cache))
+        t_wall, t_ours, t_base, t_cp = (statistics.median(x) for x in (walls, ours_s, bases, cps))
+        result["rss_mib"] = max(rss)
+        print(f"{what}: ours {_fmt(ours_s)}; openssl+cp {_fmt(bases)}; cp {_fmt(cps)}", flush=True)
         target = 1.0 if files == 1 else 1.3
         rows.append(row(f"export {what} vs openssl+cp", t_ours, t_base, target, "openssl dgst -sha256 + cp -r"))
         rows.append(row(f"export {what} vs cp -r", t_ours, t_cp, None, "cp -r (physical floor)"))
@@ -241,10 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (256 MiB, 2,000 files)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the data (same disk as /tmp)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=None, help="rounds of the hardware-limit comparison (3; 1 quick)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="nbcapsule-bench-", dir=args.workdir))
     try:
-        rows = run(args.quick, workdir)
+        rows = run(args.quick, workdir, args.repeat)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for r in rows:

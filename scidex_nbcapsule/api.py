@@ -6,7 +6,6 @@ import hashlib
 import html
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -22,8 +21,6 @@ BINDER_REQUIREMENT = f"scidex-nbcapsule=={__version__}"
 #: Exports past either size take seconds: show a progress bar.
 PROGRESS_BYTES = 128 << 20
 PROGRESS_FILES = 2000
-#: Threads reading and copying small files during an export (threads start only when there is work).
-IO_THREADS = 4
 
 
 @dataclass
@@ -114,7 +111,8 @@ def _relative(path: Path, root: Path) -> str:
 
 def _collect_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.Recorder | None,
                    inputs: Sequence, outputs: Sequence, excludes: Sequence[str], allow_secrets: Sequence,
-                   base: Path, executor: Any = None) -> tuple[list[PayloadFile], list[dict[str, str]]]:
+                   base: Path) -> tuple[list[PayloadFile], list[dict[str, str]], Callable[[PayloadFile, bytes], list[str]]]:
+    """The files to copy, those withheld by name, and the content screen the copy applies to the rest."""
     roles: dict[Path, PayloadFile] = {}
     allowed = {capture.resolve_in_project(p, root, base=base) for p in allow_secrets}
     known = redaction.secret_values(dict(os.environ))
@@ -148,36 +146,22 @@ def _collect_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.
 
     withheld: list[dict[str, str]] = []
     kept: list[PayloadFile] = []
-    items = sorted(roles.items())
-
-    def scan(path: Path) -> list[str]:
-        return [] if path in allowed else redaction.file_secrets(path, known)
-
-    # the scan reads each file's head: with several reads in flight, a cold disk answers far sooner
-    found = _window_map(executor, scan, [path for path, _ in items]) if executor and len(items) > 1 \
-        else map(scan, [path for path, _ in items])
-    for (path, item), reasons in zip(items, found):
+    for path, item in sorted(roles.items()):
+        reasons = [] if path in allowed else redaction.name_secrets(path.name)
         if reasons:
-            withheld.append({"kind": "file", "what": item.path, "reason": "; ".join(reasons),
-                             "how_to_include": f"--allow-secret {item.path}"})
+            withheld.append(redaction.withheld_file(item.path, reasons))
             continue
+        try:
+            item.size = path.stat().st_size
+        except OSError:
+            item.size = 0  # the copy reports what is wrong with it
         kept.append(item)
-    return kept, withheld
 
+    def screen(item: PayloadFile, content: bytes) -> list[str]:
+        # the very bytes about to be copied: nothing can change between the check and the copy
+        return [] if item.source in allowed else redaction.content_secrets(content, known)
 
-def _window_map(executor: Any, fn: Callable, items: Sequence, window: int = 64) -> Iterable:
-    """``executor.map`` with at most ``window`` calls in flight: tens of thousands of futures at once cost memory."""
-    pending: list = []
-    try:
-        for item in items:
-            pending.append(executor.submit(fn, item))
-            if len(pending) >= window:
-                yield pending.pop(0).result()
-        while pending:
-            yield pending.pop(0).result()
-    finally:
-        for future in pending:
-            future.cancel()
+    return kept, withheld, screen
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -215,8 +199,7 @@ def export(notebook: str | os.PathLike | None = None, *, inputs: Sequence[str | 
     """
     if recorder is None:
         recorder = capture.current_recorder()
-    with capture.paused(), ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="nbcapsule-io",
-                                              initializer=capture.pause_this_thread) as executor:
+    with capture.paused(), capture.io_pool() as executor:
         return _export(notebook, inputs=inputs, outputs=outputs, dest=dest, fmt=fmt, title=title,
                        description=description, license=license, authors=authors, identifier=identifier,
                        exclude=exclude, allow_secrets=allow_secrets, link_large=link_large,
@@ -249,9 +232,9 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
     excludes = list(exclude) + list(cfg.get("exclude", []) or [])
     if recorder is not None:
         excludes += recorder.excludes
-    files, withheld = _collect_files(root=root, notebook=nb_path, dest=dest_path, recorder=recorder, inputs=inputs,
-                                     outputs=outputs, excludes=excludes, allow_secrets=allow_secrets, base=base,
-                                     executor=executor)
+    files, withheld, screen = _collect_files(root=root, notebook=nb_path, dest=dest_path, recorder=recorder,
+                                             inputs=inputs, outputs=outputs, excludes=excludes,
+                                             allow_secrets=allow_secrets, base=base)
     nb_clean, nb_withheld = redaction.scrub_notebook(nb, redaction.secret_values(dict(os.environ)))
     withheld += nb_withheld
     if nb_withheld:
@@ -286,10 +269,10 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
                      requirements=environment.pinned_requirements(snap), generated=generated,
                      binder_requirement=cfg.get("binder_requirement") or BINDER_REQUIREMENT,
                      link_large=link_large, progress=_progress_callback(progress, files), identify=identify,
-                     executor=executor)
+                     executor=executor, screen=screen)
     path, sealed, checksum = write_crate(plan, dest_path, fmt=fmt)
-    if withheld:
-        notices.append(f"{len(withheld)} item(s) withheld as secrets (see 'withheld' in capsule.json); include a "
+    if sealed.withheld:
+        notices.append(f"{len(sealed.withheld)} item(s) withheld as secrets (see 'withheld' in capsule.json); include a "
                        "file on purpose with --allow-secret PATH")
     return Capsule(path=path, manifest=sealed, checksum=checksum, notices=notices)
 
@@ -367,7 +350,7 @@ def _progress_callback(progress: bool | Callable[[int, int], None], files: list[
         return progress
     if not progress:
         return None
-    total = sum(f.source.stat().st_size for f in files if f.source.exists())
+    total = sum(f.size or 0 for f in files)
     if total < PROGRESS_BYTES and len(files) < PROGRESS_FILES:
         return None
     from tqdm.auto import tqdm

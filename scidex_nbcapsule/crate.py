@@ -25,8 +25,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
 from .errors import (CapsuleError, CrateError, DestinationExists, ExportError, ManifestError, UnsafeArchive)
-from .hashing import Digests, copy_and_hash, hash_bytes, hash_file
-from .manifest import FileRecord, Manifest, Person
+from .capture import ordered_map
+from .hashing import PARALLEL_THRESHOLD, Digests, copy_and_hash, hash_bytes, hash_file, read_small, store
+from .manifest import FileRecord, Manifest, Person, readable_json
+from .redaction import withheld_file
 from .swhid import content_swhid
 
 RO_CRATE_VERSION = "1.1"
@@ -65,6 +67,8 @@ class PayloadFile:
     path: str
     role: str
     read_sha256: str | None = None
+    #: Its size when it was chosen (progress, copy strategy); None: looked up when needed.
+    size: int | None = None
 
 
 @dataclass
@@ -86,6 +90,9 @@ class CratePlan:
     identify: Callable[[Manifest], None] | None = None
     #: Threads that copy small files while others wait on the disk (``map`` keeps the order); None: one thread.
     executor: Any = None
+    #: Callable(file, content) giving the reasons a small file must be withheld (secrets), applied to the very
+    #: bytes about to be copied, in the same read; None: nothing is screened here.
+    screen: Callable[[PayloadFile, bytes], list[str]] | None = None
 
 
 # -- writing ---------------------------------------------------------------------
@@ -187,19 +194,23 @@ def _rename_into_place(src: Path, final: Path) -> None:
 def _fill(plan: CratePlan, root: Path) -> str:
     manifest = plan.manifest
     records: list[FileRecord] = []
-    total = sum(_size(f.source) for f in plan.files) + len(plan.notebook_bytes)
+    total = sum(_payload_size(f) for f in plan.files) + len(plan.notebook_bytes)
     done = 0
     records.append(_write_generated(root, manifest.notebook, plan.notebook_bytes, "code"))
     done += len(plan.notebook_bytes)
     copies = _copy_payload(plan, root)
     try:
-        for item, (digests, linked) in zip(plan.files, copies):
-            if linked:
-                records.append(_record(item.path, item.role, digests, read_sha256=item.read_sha256,
+        for item, copied in zip(plan.files, copies):
+            if copied.digests is None:
+                manifest.withheld.append(withheld_file(item.path, list(copied.reasons)))
+                done += _payload_size(item)
+            elif copied.linked:
+                records.append(_record(item.path, item.role, copied.digests, read_sha256=item.read_sha256,
                                        linked_from=item.source.as_uri()))
+                done += copied.digests.size
             else:
-                records.append(_record(item.path, item.role, digests, read_sha256=item.read_sha256))
-            done += digests.size
+                records.append(_record(item.path, item.role, copied.digests, read_sha256=item.read_sha256))
+                done += copied.digests.size
             if plan.progress:
                 plan.progress(done, total)
     finally:
@@ -232,52 +243,46 @@ def _fill(plan: CratePlan, root: Path) -> str:
     return _checksum_of_new_crate(manifest, root)
 
 
-#: Files below this size are copied by ``plan.executor`` threads; larger ones use the hashing threads instead.
-SMALL_FILE = 4 << 20
-#: How many small files are in flight at once (bounds memory: each holds at most one chunk).
-WINDOW = 64
 
 
-def _copy_one(plan: CratePlan, root: Path, item: PayloadFile) -> tuple[Digests, bool]:
-    if plan.link_large is not None and _size(item.source) > plan.link_large:
-        return hash_file(item.source), True
-    return copy_and_hash(item.source, root / item.path), False
+@dataclass(frozen=True)
+class _Copied:
+    """What became of one payload file: copied, linked (hashed in place) or withheld (``digests`` None)."""
+
+    digests: Digests | None
+    linked: bool = False
+    reasons: tuple[str, ...] = ()
 
 
-def _copy_payload(plan: CratePlan, root: Path) -> Iterator[tuple[Digests, bool]]:
-    """(digests, linked) for each payload file in order; small files copied by the executor's threads, a bounded
-    window ahead, so file creation and cold reads overlap instead of queueing one by one."""
-    if plan.executor is None:
-        for item in plan.files:
-            yield _copy_one(plan, root, item)
-        return
-    pending: list = []
-    try:
-        for item in plan.files:
-            if _size(item.source) < SMALL_FILE:
-                pending.append(plan.executor.submit(_copy_one, plan, root, item))
-                if len(pending) >= WINDOW:
-                    yield pending.pop(0).result()
-                continue
-            while pending:
-                yield pending.pop(0).result()
-            yield _copy_one(plan, root, item)
-        while pending:
-            yield pending.pop(0).result()
-    finally:
-        for future in pending:
-            future.cancel()
-        for future in pending:
-            if not future.cancelled():
-                future.exception()  # wait; its error, if any, is not the one to report
+def _payload_size(item: PayloadFile) -> int:
+    return item.size if item.size is not None else _size(item.source)
+
+
+def _copy_one(plan: CratePlan, root: Path, item: PayloadFile) -> _Copied:
+    size = _payload_size(item)
+    if plan.link_large is not None and size > plan.link_large:
+        return _Copied(hash_file(item.source), linked=True)
+    if size < PARALLEL_THRESHOLD and plan.screen is not None:
+        content, st = read_small(item.source)
+        reasons = plan.screen(item, content)
+        if reasons:
+            return _Copied(None, reasons=tuple(reasons))
+        return _Copied(store(content, root / item.path, st))
+    return _Copied(copy_and_hash(item.source, root / item.path))
+
+
+def _copy_payload(plan: CratePlan, root: Path) -> Iterator[_Copied]:
+    """What became of each payload file, in order; copied by the executor's threads a bounded window ahead,
+    so file creation and cold reads overlap instead of queueing one by one."""
+    return ordered_map(plan.executor, lambda item: _copy_one(plan, root, item), plan.files)
 
 
 def write_metadata(crate, root: Path) -> None:
-    """What ``crate.write(root)`` writes for a crate whose files are already in place: the same bytes of
-    ``ro-crate-metadata.json``, streamed rather than built as one string, and the preview. (``write`` would
-    also visit every file entity only to warn that it has no source to copy from.)"""
+    """What ``crate.write(root)`` writes for a crate whose files are already in place: ``ro-crate-metadata.json``
+    (the same JSON-LD, one entity per line) and the preview. (``write`` would also visit every file entity only
+    to warn that it has no source to copy from, and indent every entity in pure Python.)"""
     with open(root / METADATA_FILE, "w", encoding="utf-8", newline="") as handle:
-        json.dump(crate.metadata.generate(), handle, indent=4, sort_keys=True, ensure_ascii=False)
+        handle.write(readable_json(crate.metadata.generate(), "@graph"))
     if crate.preview is not None:
         crate.preview.write(root)
 

@@ -1,24 +1,35 @@
-"""One read pass per file: SHA-256 (fixity) and git's blob SHA-1 (SWHID) while the copy is written.
+"""Digests computed while a file is copied, never from a second read of the disk.
 
-hashlib releases the GIL on large buffers, so the two digests run in worker
-threads while the main thread writes; a 2 GiB file never sits in memory.
+An export needs SHA-256 (fixity) and git's blob SHA-1 (SWHIDs); a BagIt bag needs
+SHA-256 and SHA-512. hashlib releases the GIL on large buffers, so the digests run
+in parallel threads; big files are copied by the kernel (``copy_file_range``) in
+another thread and hashed right behind it, from the copy's pages still in memory.
+Small files are read whole, once: the bytes hashed, screened and written are the
+same. A 2 GiB file never sits in memory.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-import shutil
 import stat
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from .errors import ExportError, InputFileError
 
 CHUNK = 1 << 20
-#: Below this size one thread does everything: thread hand-offs cost more than they save.
+#: Files from this size on are copied by the kernel and hashed in parallel threads; smaller ones are read whole.
 PARALLEL_THRESHOLD = 4 << 20
+#: Big files are copied this many bytes at a time, each step hashed as soon as it has landed.
+COPY_STEP = 32 << 20
+#: git's blob SHA-1: SHA-1 over ``blob <size>\0`` and the content (the Software Heritage content id).
+SHA1_GIT = "sha1_git"
+EXPORT_ALGORITHMS = ("sha256", SHA1_GIT)
 
 _POOL: ThreadPoolExecutor | None = None
 
@@ -45,23 +56,40 @@ def git_mode(st_mode: int) -> int:
     return 0o100755 if st_mode & 0o111 else 0o100644
 
 
-def _hashers(size: int):
-    sha256 = hashlib.sha256()
-    sha1 = hashlib.sha1()
-    sha1.update(b"blob %d\0" % size)
-    return sha256, sha1
+def _hashers(algorithms: Sequence[str], size: int) -> list:
+    hashers = []
+    for name in algorithms:
+        if name == SHA1_GIT:
+            hasher = hashlib.sha1()
+            hasher.update(b"blob %d\0" % size)
+        else:
+            hasher = hashlib.new(name)
+        hashers.append(hasher)
+    return hashers
+
+
+def _digests(algorithms: Sequence[str], hashers: list) -> dict[str, str]:
+    return {name: hasher.hexdigest() for name, hasher in zip(algorithms, hashers)}
+
+
+def _export_digests(found: dict[str, str], size: int, st_mode: int) -> Digests:
+    return Digests(size, found["sha256"], found[SHA1_GIT], git_mode(st_mode))
+
+
+def digest_bytes(data: bytes, algorithms: Sequence[str] = EXPORT_ALGORITHMS) -> dict[str, str]:
+    hashers = _hashers(algorithms, len(data))
+    for hasher in hashers:
+        hasher.update(data)
+    return _digests(algorithms, hashers)
 
 
 def hash_bytes(data: bytes) -> Digests:
-    sha256, sha1 = _hashers(len(data))
-    sha256.update(data)
-    sha1.update(data)
-    return Digests(len(data), sha256.hexdigest(), sha1.hexdigest(), 0o100644)
+    return _export_digests(digest_bytes(data), len(data), 0o100644)
 
 
 def _open_source(source: Path):
     try:
-        handle = open(source, "rb")
+        handle = open(source, "rb", buffering=0)
         st = os.fstat(handle.fileno())
     except FileNotFoundError as exc:
         raise InputFileError(f"{source} does not exist", hint="check the path, or remove it from the capsule's inputs") from exc
@@ -73,109 +101,230 @@ def _open_source(source: Path):
     return handle, st
 
 
-#: For big files, ask the kernel to start writing the copy out every this many bytes (see :func:`copy_and_hash`).
-WRITEBACK_EVERY = 64 << 20
+def _changed(name: str, before: int, after: int, doing: str = "read") -> InputFileError:
+    return InputFileError(f"{name} changed while it was being {doing} ({before} → {after} bytes)",
+                          hint="wait until the analysis has finished writing it, then export again")
 
 
-def _stream(handle, st, sinks) -> tuple[str, str, int]:
+def _update_all(hashers: list, chunk, pending: list) -> list:
+    """Feed ``chunk`` to every hasher: the first in this thread, the others in the pool; returns their futures."""
+    for fut in pending:
+        fut.result()
+    pending = [_pool().submit(h.update, chunk) for h in hashers[1:]]
+    hashers[0].update(chunk)
+    return pending
+
+
+def _hash_stream(handle, st: os.stat_result, algorithms: Sequence[str]) -> dict[str, str]:
     size = st.st_size
-    sha256, sha1 = _hashers(size)
-    parallel = size >= PARALLEL_THRESHOLD
-    if parallel and hasattr(os, "posix_fadvise"):
-        try:
-            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # larger read-ahead
-        except OSError:
-            pass
-    pending: list = []
+    hashers = _hashers(algorithms, size)
     total = 0
-    if parallel:
-        # two buffers in turn: the next chunk is read into one while the threads hash the other, and no
-        # megabyte-sized bytes object is allocated (and page-faulted in) per chunk
+    if size >= PARALLEL_THRESHOLD:
+        if hasattr(os, "posix_fadvise"):
+            try:
+                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # larger read-ahead
+            except OSError:
+                pass
+        # two buffers in turn: the next chunk is read into one while the threads hash the other
         buffers = [bytearray(CHUNK), bytearray(CHUNK)]
+        pending: list = []
         turn = 0
-        while True:
-            view = memoryview(buffers[turn])
-            count = handle.readinto(view)
-            if not count:
-                break
-            chunk = view[:count]
+        while count := handle.readinto(view := memoryview(buffers[turn])):
+            pending = _update_all(hashers, view[:count], pending)
             total += count
-            for fut in pending:
-                fut.result()
-            pending = [_pool().submit(sha256.update, chunk), _pool().submit(sha1.update, chunk)]
-            for sink in sinks:
-                sink(chunk)
             turn ^= 1
         for fut in pending:
             fut.result()
     else:
-        while True:
-            # ask for what is left (+1 to see the end): a CHUNK-sized request allocates a megabyte per call
-            chunk = handle.read(min(CHUNK, max(size - total, 0) + 1))
-            if not chunk:
-                break
-            total += len(chunk)
-            sha256.update(chunk)
-            sha1.update(chunk)
-            for sink in sinks:
-                sink(chunk)
+        data = _read_all(handle, st)
+        for hasher in hashers:
+            hasher.update(data)
+        total = len(data)
     if total != size:
-        raise InputFileError(f"{handle.name} changed size while it was being read ({size} → {total} bytes)",
-                             hint="wait until the analysis has finished writing it, then export again")
-    return sha256.hexdigest(), sha1.hexdigest(), total
+        raise _changed(handle.name, size, total)
+    return _digests(algorithms, hashers)
 
 
 def hash_file(source: str | os.PathLike) -> Digests:
-    source = Path(source)
+    handle, st = _open_source(Path(source))
+    with handle:
+        return _export_digests(_hash_stream(handle, st, EXPORT_ALGORITHMS), st.st_size, st.st_mode)
+
+
+def read_small(source: str | os.PathLike) -> tuple[bytes, os.stat_result]:
+    """The whole content of a file below :data:`PARALLEL_THRESHOLD`, read once, and its ``stat``.
+
+    The bytes read are the bytes hashed, screened and written: nothing can change between those steps.
+    """
+    handle, st = _open_source(Path(source))
+    with handle:
+        return _read_all(handle, st), st
+
+
+def _read_all(handle, st: os.stat_result) -> bytes:
+    fd = handle.fileno()
+    parts: list[bytes] = []
+    total = 0
+    while total <= st.st_size:
+        block = os.read(fd, st.st_size - total + 1)  # one byte more than expected: growth shows
+        if not block:
+            break
+        parts.append(block)
+        total += len(block)
+    if total != st.st_size:
+        raise _changed(handle.name, st.st_size, total)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _create(dest: Path, st: os.stat_result) -> int:
+    """Open ``dest`` for writing with the source's permissions (less the umask, as ``cp`` does)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    mode = stat.S_IMODE(st.st_mode) | 0o600
+    try:
+        return os.open(dest, flags, mode)
+    except FileNotFoundError:  # parents are made only when missing: no mkdir per file
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(dest, flags, mode)
+
+
+def _write_error(dest: Path, exc: OSError) -> ExportError:
+    return ExportError(f"could not write {dest}: {exc.strerror or exc}",
+                       hint="check free space and permissions in the destination folder")
+
+
+def _write_all(data: bytes, dest: Path, st: os.stat_result) -> None:
+    try:
+        fd = _create(dest, st)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _write_error(dest, exc) from exc
+
+
+def store(data: bytes, dest: str | os.PathLike, st: os.stat_result) -> Digests:
+    """Write ``data`` (read by :func:`read_small` with ``st``) to ``dest`` and return its digests."""
+    _write_all(data, Path(dest), st)
+    return _export_digests(digest_bytes(data), len(data), st.st_mode)
+
+
+def _kernel_copy(src: int, dst: int, offset: int, count: int) -> int:
+    """Copy ``count`` bytes at ``offset`` inside the kernel (no trip through Python buffers)."""
+    try:
+        return os.copy_file_range(src, dst, count, offset, offset)
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    data = os.pread(src, min(count, CHUNK), offset)
+    return os.pwrite(dst, data, offset) if data else 0
+
+
+class _Copier(threading.Thread):
+    """Copies a file in :data:`COPY_STEP` steps and says how far it has got."""
+
+    def __init__(self, src: int, dst: int, size: int) -> None:
+        super().__init__(name="nbcapsule-copy", daemon=True)
+        self.src, self.dst, self.size = src, dst, size
+        self.copied = 0
+        self.finished = False
+        self.error: BaseException | None = None
+        self.stop = False
+        self.cond = threading.Condition()
+
+    def run(self) -> None:
+        try:
+            while self.copied < self.size and not self.stop:
+                count = _kernel_copy(self.src, self.dst, self.copied, min(COPY_STEP, self.size - self.copied))
+                if not count:
+                    break  # the source shrank: the size check reports it
+                with self.cond:
+                    self.copied += count
+                    self.cond.notify()
+        except BaseException as exc:  # handed to the hashing thread, which raises it
+            self.error = exc
+        finally:
+            with self.cond:
+                self.finished = True
+                self.cond.notify()
+
+    def wait_past(self, position: int) -> int:
+        with self.cond:
+            while self.copied <= position and not self.finished:
+                self.cond.wait()
+            if self.error is not None:
+                raise self.error
+            return self.copied
+
+
+def _copy_large(handle, st: os.stat_result, dest: Path, algorithms: Sequence[str]) -> dict[str, str]:
+    """Copy in the kernel while the copy's bytes are hashed right behind it.
+
+    The digests are of the bytes in the copy (read back while its pages are still in memory), and
+    the hashes run in their own threads while another copies: on a 2 GiB file this is faster than
+    ``openssl dgst`` followed by ``cp``.
+    """
+    size = st.st_size
+    hashers = _hashers(algorithms, size)
+    buffers = [bytearray(CHUNK), bytearray(CHUNK)]
+    turn = 0
+    pending: list = []
+    hashed = 0
+    with os.fdopen(_create(dest, st), "wb") as out, open(dest, "rb") as back:
+        copier = _Copier(handle.fileno(), out.fileno(), size)
+        copier.start()
+        try:
+            while hashed < size:
+                copied = copier.wait_past(hashed)
+                if copied <= hashed:
+                    break
+                while hashed < copied:
+                    view = memoryview(buffers[turn])[:min(CHUNK, copied - hashed)]
+                    count = os.preadv(back.fileno(), [view], hashed)
+                    if not count:
+                        raise ExportError(f"{dest} is shorter than what was copied into it",
+                                          hint="something else is writing in the destination folder; export again")
+                    pending = _update_all(hashers, view[:count], pending)
+                    hashed += count
+                    turn ^= 1
+            for fut in pending:
+                fut.result()
+        finally:
+            copier.stop = True
+            copier.join()
+    if copier.error is not None:
+        raise copier.error
+    after = os.fstat(handle.fileno())
+    if hashed != size or after.st_size != size or after.st_mtime_ns != st.st_mtime_ns:
+        raise _changed(handle.name, size, after.st_size, "copied")
+    return _digests(algorithms, hashers)
+
+
+def copy_with_digests(source: str | os.PathLike, dest: str | os.PathLike,
+                      algorithms: Sequence[str] = EXPORT_ALGORITHMS) -> tuple[dict[str, str], os.stat_result]:
+    """Copy ``source`` to ``dest`` (parents created) and return the digests of the bytes copied, and the source's stat.
+
+    ``algorithms`` are hashlib names or :data:`SHA1_GIT`.
+    """
+    source, dest = Path(source), Path(dest)
     handle, st = _open_source(source)
     with handle:
-        sha256, sha1, size = _stream(handle, st, [])
-    return Digests(size, sha256, sha1, git_mode(st.st_mode))
-
-
-def _writeback(out):
-    """A sink that, every :data:`WRITEBACK_EVERY` bytes, has the kernel start writing what was copied so far.
-
-    POSIX_FADV_DONTNEED on dirty pages starts their write-out without waiting for it (Linux), so the disk
-    writes while we still read, instead of everything queueing for the sync before the crate is renamed;
-    the copy's pages also leave the page cache instead of pushing out the user's.
-    """
-    state = {"pending": 0, "flushed": 0}
-
-    def sink(chunk: bytes) -> None:
-        state["pending"] += len(chunk)
-        if state["pending"] >= WRITEBACK_EVERY:
-            out.flush()
-            try:
-                os.posix_fadvise(out.fileno(), state["flushed"], state["pending"], os.POSIX_FADV_DONTNEED)
-            except OSError:
-                pass
-            state["flushed"] += state["pending"]
-            state["pending"] = 0
-
-    return sink
+        if st.st_size < PARALLEL_THRESHOLD:
+            data = _read_all(handle, st)
+            _write_all(data, dest, st)
+            return digest_bytes(data, algorithms), st
+        try:
+            return _copy_large(handle, st, dest, algorithms), st
+        except OSError as exc:
+            raise _write_error(dest, exc) from exc
 
 
 def copy_and_hash(source: str | os.PathLike, dest: str | os.PathLike) -> Digests:
     """Copy ``source`` to ``dest`` (parents created) and return the digests of the bytes copied."""
-    source, dest = Path(source), Path(dest)
-    handle, st = _open_source(source)
-    with handle:
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(dest, "wb") as out:
-                sinks = [out.write]
-                if st.st_size >= 2 * WRITEBACK_EVERY and hasattr(os, "posix_fadvise"):
-                    sinks.append(_writeback(out))
-                sha256, sha1, size = _stream(handle, st, sinks)
-        except OSError as exc:
-            raise ExportError(f"could not write {dest}: {exc.strerror or exc}",
-                              hint="check free space and permissions in the destination folder") from exc
-    try:
-        shutil.copymode(source, dest)
-    except OSError:
-        pass
-    return Digests(size, sha256, sha1, git_mode(st.st_mode))
+    found, st = copy_with_digests(source, dest)
+    return _export_digests(found, st.st_size, st.st_mode)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

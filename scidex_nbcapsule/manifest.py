@@ -222,7 +222,23 @@ class Manifest:
 
 
 def _pretty(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return readable_json(data, "files")
+
+
+def readable_json(data: dict[str, Any], long_list: str) -> str:
+    """Indented JSON (sorted keys), except that each item of ``data[long_list]`` takes one compact line.
+
+    One line per file still reads and diffs well, and those lines come from the C encoder: an indented
+    ``json.dumps`` runs in pure Python and takes seconds over tens of thousands of files.
+    """
+    items = data.get(long_list)
+    if not isinstance(items, list) or not items:
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    marker = f"@@nbcapsule-{uuid.uuid4().hex}@@"
+    text = json.dumps({**data, long_list: marker}, indent=2, sort_keys=True, ensure_ascii=False)
+    encode = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+    body = "[\n" + ",\n".join("    " + encode(item) for item in items) + "\n  ]"
+    return text.replace(json.dumps(marker), body, 1) + "\n"
 
 
 def schema() -> dict[str, Any]:
@@ -234,13 +250,31 @@ def schema() -> dict[str, Any]:
 _VALIDATOR = None
 
 
+def _inline_refs(schema_doc: dict[str, Any]) -> dict[str, Any]:
+    """The schema with each local ``$ref`` replaced by its definition: the same constraints, but jsonschema
+    no longer resolves a reference per field of every file record (20,000 files: 2.5 s → under 1 s)."""
+    defs = schema_doc.get("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if len(node) == 1 and isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema_doc)
+
+
 def validate(data: Any) -> None:
     global _VALIDATOR
     import jsonschema
 
     if _VALIDATOR is None:
-        cls = jsonschema.validators.validator_for(schema())
-        _VALIDATOR = cls(schema())
+        inlined = _inline_refs(schema())
+        _VALIDATOR = jsonschema.validators.validator_for(inlined)(inlined)
     try:
         error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(data))
     except RecursionError as exc:

@@ -109,26 +109,43 @@ SECRET_FILE_PATTERNS = (".env", ".env.*", "*.pem", "*.key", "id_rsa", "id_ed2551
 SCAN_LIMIT = 1 << 20
 
 
-def file_secrets(path: Path, known: tuple[str, ...] = ()) -> list[str]:
-    """Why ``path`` must not be copied into a crate (empty when it may)."""
+def name_secrets(name: str) -> list[str]:
+    """Why a file called ``name`` must not be copied into a crate, judging by its name alone."""
     from fnmatch import fnmatch
 
-    reasons = []
-    if any(fnmatch(path.name, pat) for pat in SECRET_FILE_PATTERNS):
-        reasons.append("its name marks it as a credentials file")
+    if any(fnmatch(name, pat) for pat in SECRET_FILE_PATTERNS):
+        return ["its name marks it as a credentials file"]
+    return []
+
+
+def content_secrets(data: bytes, known: tuple[str, ...] = ()) -> list[str]:
+    """Why a file holding ``data`` must not be copied into a crate (empty when it may).
+
+    Credentials live in small text files; binary files and files over :data:`SCAN_LIMIT` are not scanned.
+    """
+    if len(data) > SCAN_LIMIT or b"\0" in data[:8192]:
+        return []
+    text = data.decode("utf-8", errors="ignore")
+    reasons = ["it contains a " + kind for kind in find_secrets(text)]
+    if any(value in text for value in known):
+        reasons.append("it contains the " + KNOWN_KIND)
+    return reasons
+
+
+def file_secrets(path: Path, known: tuple[str, ...] = ()) -> list[str]:
+    """Why the file at ``path`` must not be copied into a crate: its name, then its content."""
+    reasons = name_secrets(path.name)
     try:
         with open(path, "rb") as handle:
-            head = handle.read(8192)
-            # credentials live in small text files; binary and large data files are not scanned
-            if b"\0" not in head and len(head) + len(handle.read(SCAN_LIMIT - len(head) + 1)) <= SCAN_LIMIT:
-                handle.seek(0)
-                text = handle.read().decode("utf-8", errors="ignore")
-                reasons += ["it contains a " + kind for kind in find_secrets(text)]
-                if any(value in text for value in known):
-                    reasons.append("it contains the " + KNOWN_KIND)
+            reasons += content_secrets(handle.read(SCAN_LIMIT + 1), known)
     except OSError:
         pass
     return reasons
+
+
+def withheld_file(path: str, reasons: list[str]) -> dict[str, str]:
+    """The ``withheld`` entry of a file left out of a crate, saying how to include it on purpose."""
+    return {"kind": "file", "what": path, "reason": "; ".join(reasons), "how_to_include": f"--allow-secret {path}"}
 
 
 def scrub_notebook(nb: Any, known: tuple[str, ...] = ()) -> tuple[Any, list[dict[str, str]]]:

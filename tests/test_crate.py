@@ -259,9 +259,10 @@ except CapsuleError as exc:
 """
 
 
-def test_full_disk_gives_a_clear_error_and_no_partial_crate(project, tmp_path):
+@pytest.mark.parametrize("size", [1_000_000, 6 << 20], ids=["python-copy", "kernel-copy"])
+def test_full_disk_gives_a_clear_error_and_no_partial_crate(project, tmp_path, size):
     nb = make_notebook(project / "a.ipynb", "print(1)")
-    (project / "data" / "big.bin").write_bytes(os.urandom(1_000_000))
+    (project / "data" / "big.bin").write_bytes(os.urandom(size))
     dest = tmp_path / "dest"
     result = subprocess.run([sys.executable, "-c", FULL_DISK, str(nb), str(project / "data"), str(dest)],
                             capture_output=True, text=True, timeout=120)

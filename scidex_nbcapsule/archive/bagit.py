@@ -3,7 +3,8 @@
 The crate goes under ``data/``; the bag carries SHA-256 and SHA-512 payload
 and tag manifests and names the capsule in ``bag-info.txt``
 (``External-Identifier: urn:uuid:…``). Each file is read once: the copy and
-both digests come from the same pass, and the capsule's own SHA-256 fixity is
+both digests come from the same pass (several files at a time, see
+:mod:`scidex_nbcapsule.hashing`), and the capsule's own SHA-256 fixity is
 checked on the way so a corrupted crate is never sealed into a valid-looking
 bag. The bag is built in a hidden folder beside the destination and renamed
 into place, so a failure leaves nothing behind.
@@ -25,13 +26,14 @@ from typing import Any, Iterator
 import bagit as bagit_lib
 
 from .. import __version__
+from ..capture import io_pool, ordered_map
 from ..errors import ArchiveError, DestinationExists, FixityError
+from ..hashing import copy_with_digests
 from ..manifest import Manifest
 from . import SUCCEEDED, Archiver, ArchiveResult
 
 BAGIT_VERSION = "1.0"
 ALGORITHMS = ("sha256", "sha512")
-CHUNK = 1 << 20
 
 
 def capsule_uuid(capsule_id: str) -> str:
@@ -49,19 +51,6 @@ def _one_line(text: str) -> str:
 def _encode_path(relpath: str) -> str:
     # Line breaks would split a manifest line; bagit-python decodes exactly these two escapes.
     return relpath.replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _copy_and_digest(source: Path, dest: Path) -> tuple[int, dict[str, str]]:
-    hashers = {alg: hashlib.new(alg) for alg in ALGORITHMS}
-    size = 0
-    with open(source, "rb") as src, open(dest, "xb") as out:
-        while chunk := src.read(CHUNK):
-            out.write(chunk)
-            size += len(chunk)
-            for h in hashers.values():
-                h.update(chunk)
-    shutil.copymode(source, dest)
-    return size, {alg: h.hexdigest() for alg, h in hashers.items()}
 
 
 def _payload(crate_path: Path) -> Iterator[tuple[Path, str]]:
@@ -119,17 +108,25 @@ def build_bag(crate_path: Path, dest: Path, manifest: Manifest, *, validate: str
         data.mkdir()
         entries: dict[str, list[str]] = {alg: [] for alg in ALGORITHMS}
         total_bytes = total_files = 0
-        for source, rel in _payload(crate_path):
-            target = data / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            size, digests = _copy_and_digest(source, target)
-            if rel in expected and digests["sha256"] != expected.pop(rel):
-                raise FixityError(f"{rel} in {crate_path} does not match the SHA-256 its capsule records",
-                                  hint="the crate was altered or damaged; archive a pristine copy")
-            for alg in ALGORITHMS:
-                entries[alg].append(f"{digests[alg]}  data/{_encode_path(rel)}")
-            total_bytes += size
-            total_files += 1
+        payload = list(_payload(crate_path))
+
+        def copy(item: tuple[Path, str]) -> tuple[dict[str, str], os.stat_result]:
+            return copy_with_digests(item[0], data / item[1], ALGORITHMS)
+
+        with io_pool() as pool:
+            copies = ordered_map(pool, copy, payload)
+            try:
+                for (source, rel), (digests, st) in zip(payload, copies):
+                    size = st.st_size
+                    if rel in expected and digests["sha256"] != expected.pop(rel):
+                        raise FixityError(f"{rel} in {crate_path} does not match the SHA-256 its capsule records",
+                                          hint="the crate was altered or damaged; archive a pristine copy")
+                    for alg in ALGORITHMS:
+                        entries[alg].append(f"{digests[alg]}  data/{_encode_path(rel)}")
+                    total_bytes += size
+                    total_files += 1
+            finally:
+                copies.close()  # nothing still copying while the partial bag is removed
         if expected:
             raise FixityError(f"{len(expected)} file(s) the capsule records are missing from {crate_path}, "
                               f"e.g. {sorted(expected)[0]}", hint="archive a complete copy of the crate")
