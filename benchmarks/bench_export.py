@@ -37,7 +37,7 @@ bag_seconds = None
 if sys.argv[5] == "bagit":  # what `nbcapsule export --bagit` does after the export
     from scidex_nbcapsule.archive import run_archival
     start = time.perf_counter()
-    run_archival("bagit", capsule.path, dest=sys.argv[3] + "/bag")
+    run_archival("bagit", capsule.path, manifest=capsule.manifest, dest=sys.argv[3] + "/bag")
     bag_seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "bag_seconds": bag_seconds, "crate": str(capsule.path),
                   "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

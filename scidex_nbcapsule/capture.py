@@ -83,18 +83,24 @@ class Recorder:
     _opened: dict[tuple[str, str], list[bool]] = field(default_factory=dict)
     _read_digests: dict[str, str] = field(default_factory=dict)
     _cwd: str = field(default_factory=os.getcwd)
+    #: The audit event comes before ``os.chdir`` changes folder: the new one is read at the next open.
+    _cwd_stale: bool = False
     _current: dict[str, Any] | None = None
 
     # -- audit events --------------------------------------------------
     def on_open(self, path: Any, mode: Any, flags: Any) -> None:
         if isinstance(path, int):
             return
-        if isinstance(path, bytes):
-            path = os.fsdecode(path)
+        try:
+            path = os.fsdecode(os.fspath(path))  # path-like objects too (even unhashable ones)
+        except TypeError:
+            return
         if mode is None:
             writing = bool((flags or 0) & _WRITE_FLAGS)
         else:
             writing = "w" in mode or "a" in mode or "x" in mode or "+" in mode
+        if self._cwd_stale:
+            self._refresh_cwd()
         key = (self._cwd, path)
         seen = self._opened.get(key)
         if seen is None:
@@ -108,10 +114,14 @@ class Recorder:
             seen[0] = True
 
     def on_chdir(self, path: Any) -> None:
+        self._cwd_stale = True
+
+    def _refresh_cwd(self) -> None:
         try:
             self._cwd = os.getcwd()
         except OSError:
             pass
+        self._cwd_stale = False
 
     def _remember_read_version(self, key: tuple[str, str]) -> None:
         """A file read earlier is about to be rewritten: keep the digest of what was read."""
@@ -192,6 +202,8 @@ class Recorder:
 
     def declare(self, paths: Iterable[str | os.PathLike], *, role: str) -> list[Path]:
         """Add files the audit hook cannot see (read by a subprocess, say); folders mean every file below."""
+        if self._cwd_stale:
+            self._refresh_cwd()
         added = [resolve_in_project(p, self.project_root, base=Path(self._cwd)) for p in paths]
         target = self.declared_inputs if role == "input" else self.declared_outputs
         for path in added:
@@ -225,12 +237,28 @@ _HOOK_INSTALLED = False
 _THREAD = threading.local()
 
 
+#: ``open()`` modes that only read (the audit hook's fast path).
+_READ_MODES = frozenset(("r", "rb", "rt", "br", "tr"))
+#: Paths, as given to ``open()``, already recorded as read from the current folder: reading one again
+#: changes nothing, so the hook returns after one set lookup (the common case in a loop over files).
+_FAST_READS: set = set()
+
+
 def _audit(event: str, args: tuple) -> None:
+    # runs on every audit event in the kernel: keep the common paths short
     if event == "open":
+        try:
+            if args[0] in _FAST_READS and args[1] in _READ_MODES:
+                return
+        except TypeError:  # an unhashable path-like: take the slow path
+            pass
         recorder = _RECORDER
         if recorder is not None and recorder.active and not getattr(_THREAD, "paused", False):
             recorder.on_open(*args)
+            if args[1] in _READ_MODES and isinstance(args[0], str):
+                _FAST_READS.add(args[0])
     elif event == "os.chdir":
+        _FAST_READS.clear()
         recorder = _RECORDER
         if recorder is not None:
             recorder.on_chdir(*args)
@@ -241,12 +269,14 @@ def attach(recorder: Recorder) -> None:
     if not _HOOK_INSTALLED:
         sys.addaudithook(_audit)
         _HOOK_INSTALLED = True
+    _FAST_READS.clear()
     _RECORDER = recorder
 
 
 def detach() -> None:
     global _RECORDER
     _RECORDER = None
+    _FAST_READS.clear()
 
 
 def current_recorder() -> Recorder | None:

@@ -188,7 +188,8 @@ class CapsuleMagics(Magics):
         if args.bagit:
             from .archive import run_archival
 
-            result = run_archival("bagit", capsule.path)
+            with capture.paused():  # the bag's reads and writes are ours, not the analysis's
+                result = run_archival("bagit", capsule.path, manifest=capsule.manifest)
             capsule.notices.append(f"BagIt bag written to {result.location}")
         for problem in capsule.problems:
             if problem.kind == "stale-notebook":

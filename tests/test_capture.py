@@ -232,3 +232,34 @@ def test_papermill_style_parameter_names_the_notebook(kernel, project):
     kernel.ok("%load_ext scidex_nbcapsule")
     kernel.ok(f"capsule_notebook = {str(nb)!r}  # injected as a papermill parameter")
     assert _export(kernel)["notebook"] == "pm.ipynb"
+
+
+def test_reads_repeated_across_folders_and_unhashable_paths_are_all_recorded(kernel, project):
+    # the audit hook's fast path skips a file already recorded as read: it must not skip a file that has the
+    # same relative name in another folder, a later write, or a path-like object that cannot be hashed
+    (project / "sub").mkdir()
+    (project / "sub" / "data").mkdir()
+    (project / "sub" / "data" / "input.csv").write_text("other,1\n")
+    kernel.ok("%load_ext scidex_nbcapsule")
+    kernel.ok("import os\nfor _ in range(3):\n    open('data/input.csv').read()\n"
+              "os.chdir('sub')\nopen('data/input.csv').read()\nos.chdir('..')")
+    kernel.ok("open('data/input.csv', 'a').write('3,4\\n')\nopen('data/input.csv').read()")
+    kernel.ok("import os\nclass Unhashable(os.PathLike):\n    __hash__ = None\n"
+              "    def __init__(self, p): self.p = p\n    def __fspath__(self): return self.p\n"
+              "    def __eq__(self, other): return False\n"
+              "import io\nio.open(Unhashable('data/other.txt'), 'w').write('x')")  # IPython's open() hashes paths
+    files = {r.path.relative_to(project).as_posix(): r for r in _accessed(kernel, project)}
+    assert files["sub/data/input.csv"].read and not files["sub/data/input.csv"].written
+    assert files["data/input.csv"].read and files["data/input.csv"].written
+    assert files["data/other.txt"].written
+
+
+def _accessed(kernel, project):
+    import pickle
+
+    out = kernel.ok("import pickle, base64\nfrom scidex_nbcapsule import capture\n"
+                    "print('P' + base64.b64encode(pickle.dumps(capture.current_recorder().accessed_files())).decode())")
+    import base64
+
+    line = next(line for line in out["text"].splitlines() if line.startswith("P"))
+    return pickle.loads(base64.b64decode(line[1:]))

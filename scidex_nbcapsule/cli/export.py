@@ -74,7 +74,7 @@ def export_command(args: argparse.Namespace) -> int:
         if args.bagit:
             from ..archive import run_archival
 
-            bag = run_archival("bagit", capsule.path)
+            bag = run_archival("bagit", capsule.path, manifest=capsule.manifest)  # just sealed: no re-read
             capsule.notices.append(f"BagIt bag written to {bag.location}")
         data = capsule.to_dict()
     if args.validate:
