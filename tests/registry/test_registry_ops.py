@@ -16,7 +16,7 @@ from _registry_helpers import crate_with_manifest, make_manifest, register_many
 from scidex_nbcapsule.cli import main
 from scidex_nbcapsule.errors import RegistryError, RegistryUnavailable
 from scidex_nbcapsule.manifest import Person, canonical_json
-from scidex_nbcapsule.registry import open_registry, redact_url
+from scidex_nbcapsule.registry import migrations, open_registry, redact_url
 from scidex_nbcapsule.registry.base import lineage_key
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -136,7 +136,7 @@ def test_migration_from_schema_1_keeps_the_data(db_url):
                        "VALUES ('u1', ?, ?, ?, 'verified', {J}, ?)",
                        (old.capsule_id, "2025-01-01", "2025-01-01", "{}", "2025-01-01"))
     with open_registry(db_url) as latest:
-        assert latest.schema_version() == 2
+        assert latest.schema_version() == len(migrations.available())
         assert [r["capsule_id"] for r in latest.list_capsules(author="rosalind")] == [old.capsule_id]
         assert [r["capsule_id"] for r in latest.list_capsules(author="0000-0001", status="verified")] == [old.capsule_id]
         assert [r["capsule_id"] for r in latest.list_capsules(text="old analysis")] == [old.capsule_id]
@@ -146,7 +146,13 @@ def test_migration_from_schema_1_keeps_the_data(db_url):
         assert (newer.version, newer.parent_id) == (2, old.capsule_id)
         assert len(latest.history(old.capsule_id)["verifications"]) == 1
     with open_registry(db_url) as reopened:
-        assert reopened.schema_version() == 2
+        assert reopened.schema_version() == len(migrations.available())
+    if db_url.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(db_url) as conn:
+            options = conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'capsule_files'").fetchone()[0]
+        assert "autovacuum_analyze_scale_factor=0.02" in options  # v0003: statistics kept fresh while it grows
 
 
 def test_newer_schema_is_refused(db_url):
