@@ -153,6 +153,9 @@ def test_migration_from_schema_1_keeps_the_data(db_url):
         with psycopg.connect(db_url) as conn:
             options = conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'capsule_files'").fetchone()[0]
         assert "autovacuum_analyze_scale_factor=0.02" in options  # v0003: statistics kept fresh while it grows
+        with open_registry(db_url) as registry, registry._transaction(write=False) as tx:
+            # digest lookups stay index lookups even where autovacuum is off (no 6 ms parallel workers)
+            assert tx.all("SHOW max_parallel_workers_per_gather", ())[0]["max_parallel_workers_per_gather"] == "0"
 
 
 def test_newer_schema_is_refused(db_url):

@@ -1,10 +1,11 @@
 """PostgreSQL: keep the planner's statistics fresh while the catalogue grows.
 
 With the default thresholds autovacuum analyses a table only after 10 % of it
-has changed, so during a large import the planner still believes the file table
-is small and looks digests up with a hash join over every capsule (6 ms at
-100,000 capsules instead of 0.1 ms). Analysing after 2 % (plus 500 rows) keeps
-the index plans. SQLite plans from its indexes and needs nothing.
+has changed, so after a large import the planner misjudges how many files share
+a digest (1,257 instead of 1 at 100,000 capsules) and plans for that many rows.
+Analysing after 2 % (plus 500 rows) keeps its estimates close. Where autovacuum
+is off, the registry's sessions also forbid parallel plans (see ``postgres.py``).
+SQLite plans from its indexes and needs nothing.
 """
 
 from __future__ import annotations
