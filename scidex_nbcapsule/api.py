@@ -111,7 +111,8 @@ def _relative(path: Path, root: Path) -> str:
 
 def _collect_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.Recorder | None,
                    inputs: Sequence, outputs: Sequence, excludes: Sequence[str], allow_secrets: Sequence,
-                   base: Path) -> tuple[list[PayloadFile], list[dict[str, str]], Callable[[PayloadFile, bytes], list[str]]]:
+                   base: Path,
+                   ) -> tuple[list[PayloadFile], list[dict[str, str]], Callable[[PayloadFile, bytes], list[str]]]:
     """The files to copy, those withheld by name, and the content screen the copy applies to the rest."""
     roles: dict[Path, PayloadFile] = {}
     allowed = {capture.resolve_in_project(p, root, base=base) for p in allow_secrets}

@@ -203,14 +203,10 @@ def _fill(plan: CratePlan, root: Path) -> str:
         for item, copied in zip(plan.files, copies):
             if copied.digests is None:
                 manifest.withheld.append(withheld_file(item.path, list(copied.reasons)))
-                done += _payload_size(item)
-            elif copied.linked:
-                records.append(_record(item.path, item.role, copied.digests, read_sha256=item.read_sha256,
-                                       linked_from=item.source.as_uri()))
-                done += copied.digests.size
             else:
-                records.append(_record(item.path, item.role, copied.digests, read_sha256=item.read_sha256))
-                done += copied.digests.size
+                linked = {"linked_from": item.source.as_uri()} if copied.linked else {}
+                records.append(_record(item.path, item.role, copied.digests, read_sha256=item.read_sha256, **linked))
+            done += copied.digests.size if copied.digests else _payload_size(item)
             if plan.progress:
                 plan.progress(done, total)
     finally:
@@ -241,8 +237,6 @@ def _fill(plan: CratePlan, root: Path) -> str:
     del crate
     os.sync()  # every byte on disk before the rename makes the crate visible
     return _checksum_of_new_crate(manifest, root)
-
-
 
 
 @dataclass(frozen=True)
