@@ -106,13 +106,31 @@ def _changed(name: str, before: int, after: int, doing: str = "read") -> InputFi
                           hint="wait until the analysis has finished writing it, then export again")
 
 
-def _update_all(hashers: list, chunk, pending: list) -> list:
-    """Feed ``chunk`` to every hasher: the first in this thread, the others in the pool; returns their futures."""
-    for fut in pending:
-        fut.result()
-    pending = [_pool().submit(h.update, chunk) for h in hashers[1:]]
-    hashers[0].update(chunk)
-    return pending
+class _Feeder:
+    """Feeds chunks to several hashers: the first in this thread, the others in the pool.
+
+    Two buffers take turns: the next chunk is read into one while the pool still hashes the other.
+    """
+
+    def __init__(self, hashers: list) -> None:
+        self.hashers = hashers
+        self.buffers = [bytearray(CHUNK), bytearray(CHUNK)]
+        self.turn = 0
+        self.pending: list = []
+
+    def buffer(self, limit: int = CHUNK) -> memoryview:
+        return memoryview(self.buffers[self.turn])[:limit]
+
+    def feed(self, chunk: memoryview) -> None:
+        self.finish()
+        self.pending = [_pool().submit(h.update, chunk) for h in self.hashers[1:]]
+        self.hashers[0].update(chunk)
+        self.turn ^= 1
+
+    def finish(self) -> None:
+        for fut in self.pending:
+            fut.result()
+        self.pending = []
 
 
 def _hash_stream(handle, st: os.stat_result, algorithms: Sequence[str]) -> dict[str, str]:
@@ -125,16 +143,11 @@ def _hash_stream(handle, st: os.stat_result, algorithms: Sequence[str]) -> dict[
                 os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # larger read-ahead
             except OSError:
                 pass
-        # two buffers in turn: the next chunk is read into one while the threads hash the other
-        buffers = [bytearray(CHUNK), bytearray(CHUNK)]
-        pending: list = []
-        turn = 0
-        while count := handle.readinto(view := memoryview(buffers[turn])):
-            pending = _update_all(hashers, view[:count], pending)
+        feeder = _Feeder(hashers)
+        while count := handle.readinto(view := feeder.buffer()):
+            feeder.feed(view[:count])
             total += count
-            turn ^= 1
-        for fut in pending:
-            fut.result()
+        feeder.finish()
     else:
         data = _read_all(handle, st)
         for hasher in hashers:
@@ -268,9 +281,7 @@ def _copy_large(handle, st: os.stat_result, dest: Path, algorithms: Sequence[str
     """
     size = st.st_size
     hashers = _hashers(algorithms, size)
-    buffers = [bytearray(CHUNK), bytearray(CHUNK)]
-    turn = 0
-    pending: list = []
+    feeder = _Feeder(hashers)
     hashed = 0
     with os.fdopen(_create(dest, st), "wb") as out, open(dest, "rb") as back:
         copier = _Copier(handle.fileno(), out.fileno(), size)
@@ -281,16 +292,14 @@ def _copy_large(handle, st: os.stat_result, dest: Path, algorithms: Sequence[str
                 if copied <= hashed:
                     break
                 while hashed < copied:
-                    view = memoryview(buffers[turn])[:min(CHUNK, copied - hashed)]
+                    view = feeder.buffer(min(CHUNK, copied - hashed))
                     count = os.preadv(back.fileno(), [view], hashed)
                     if not count:
                         raise ExportError(f"{dest} is shorter than what was copied into it",
                                           hint="something else is writing in the destination folder; export again")
-                    pending = _update_all(hashers, view[:count], pending)
+                    feeder.feed(view[:count])
                     hashed += count
-                    turn ^= 1
-            for fut in pending:
-                fut.result()
+            feeder.finish()
         finally:
             copier.stop = True
             copier.join()
