@@ -32,12 +32,15 @@ SHA1_GIT = "sha1_git"
 EXPORT_ALGORITHMS = ("sha256", SHA1_GIT)
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nbcapsule-hash")
+        with _POOL_LOCK:  # several export threads may meet their first big file at once
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nbcapsule-hash")
     return _POOL
 
 
