@@ -245,32 +245,6 @@ def _unreadable_without_root_powers(nb: Path, locked: Path, dest: Path) -> None:
     assert not dest.exists() or list(dest.iterdir()) == []
 
 
-FULL_DISK = """
-import resource, sys
-resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
-import signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-from scidex_nbcapsule import api
-from scidex_nbcapsule.errors import CapsuleError
-try:
-    api.export(sys.argv[1], inputs=[sys.argv[2]], dest=sys.argv[3], license="MIT", progress=False)
-except CapsuleError as exc:
-    print("CAPSULE-ERROR", exc)
-    sys.exit(3)
-"""
-
-
-@pytest.mark.parametrize("size", [1_000_000, 6 << 20], ids=["python-copy", "kernel-copy"])
-def test_full_disk_gives_a_clear_error_and_no_partial_crate(project, tmp_path, size):
-    nb = make_notebook(project / "a.ipynb", "print(1)")
-    (project / "data" / "big.bin").write_bytes(os.urandom(size))
-    dest = tmp_path / "dest"
-    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(nb), str(project / "data"), str(dest)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 3, result.stderr
-    assert "CAPSULE-ERROR" in result.stdout and "free space" in result.stdout
-    assert list(dest.iterdir()) == []
-
-
 def test_killed_export_leaves_nothing_and_next_export_cleans_up(simple, tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()

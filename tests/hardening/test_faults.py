@@ -1,8 +1,8 @@
 """Injected faults: exports killed with SIGKILL at random moments, PostgreSQL backends terminated in the middle
-of a registration, a locked SQLite file. Nothing half-written may become visible and a retry must work.
+of a registration, a locked SQLite file, a full disk, a kernel killed from outside while it is re-verified.
+Nothing half-written may become visible and a retry must work.
 
-A kernel that dies during verification (verdict ``execution-failed``, not a hang) is already covered by
-tests/test_verify.py::test_a_dying_kernel_is_execution_failed_not_a_hang; it is not repeated here.
+A kernel that exits by itself during verification is tests/test_verify.py::test_a_dying_kernel_is_execution_failed_not_a_hang.
 """
 
 from __future__ import annotations
@@ -236,3 +236,64 @@ def test_sqlite_lock_released_while_waiting_lets_the_registration_through(tmp_pa
     assert len(registry.get_capsule(registered.capsule_id)["files"]) == len(manifest.files)
     registry.close()
     counts(GROUP, "SQLite registrations that waited out a lock")
+
+
+FULL_DISK = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+import signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from scidex_nbcapsule import api
+from scidex_nbcapsule.errors import CapsuleError
+try:
+    api.export(sys.argv[1], inputs=[sys.argv[2]], dest=sys.argv[3], fmt=sys.argv[4], license="MIT", progress=False)
+except CapsuleError as exc:
+    print("CAPSULE-ERROR", exc)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("size, fmt", [(1_000_000, "folder"), (6 << 20, "folder"), (1_000_000, "zip")],
+                         ids=["python-copy", "kernel-copy", "zip"])
+def test_full_disk_gives_a_clear_error_and_no_partial_crate(project, tmp_path, counts, size, fmt):
+    # RLIMIT_FSIZE in a child: every write past 200 kB fails with EFBIG, as on a full disk
+    nb = make_notebook(project / "a.ipynb", "print(1)")
+    (project / "data" / "big.bin").write_bytes(os.urandom(size))
+    dest = tmp_path / "dest"
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(nb), str(project / "data"), str(dest), fmt],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert "CAPSULE-ERROR" in result.stdout and "free space" in result.stdout
+    assert list(dest.iterdir()) == []
+    counts(GROUP, "exports into a full disk (RLIMIT_FSIZE): clear error, no partial crate")
+    retry = api.export(nb, inputs=[project / "data"], dest=dest, fmt=fmt, license="MIT", progress=False)
+    _intact(retry.path)
+    counts(GROUP, "retries after a full disk that succeeded")
+
+
+def test_kernel_killed_from_outside_during_verification_is_execution_failed(project, tmp_path, counts):
+    from scidex_nbcapsule.verify import verify
+
+    pidfile = tmp_path / "kernel.pid"
+    nb = make_notebook(project / "slow.ipynb", "x = 1",
+                       f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)")
+    capsule = api.export(nb, dest=tmp_path / "caps", license="MIT", progress=False)
+
+    def kill_the_kernel() -> None:  # as the OOM killer would: SIGKILL, no warning
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if pidfile.exists() and pidfile.read_text().strip():
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_kernel)
+    killer.start()
+    started = time.monotonic()
+    try:
+        report = verify(capsule.path, record=False, cell_timeout=300)
+    finally:
+        killer.join()
+    assert report.verdict == "execution-failed", report.summary()
+    assert report.execution.cell_index == 2  # the title cell is 0
+    assert time.monotonic() - started < 90  # a verdict, not a wait for the cell timeout
+    counts(GROUP, "kernels SIGKILLed from outside mid-verification: execution-failed, no hang")
