@@ -256,9 +256,9 @@ def _copy_one(plan: CratePlan, root: Path, item: PayloadFile) -> _Copied:
     size = _payload_size(item)
     if plan.link_large is not None and size > plan.link_large:
         return _Copied(hash_file(item.source), linked=True)
-    if size < PARALLEL_THRESHOLD and plan.screen is not None:
+    if size < PARALLEL_THRESHOLD:
         content, st = read_small(item.source)
-        reasons = plan.screen(item, content)
+        reasons = plan.screen(item, content) if plan.screen else []
         if reasons:
             return _Copied(None, reasons=tuple(reasons))
         return _Copied(store(content, root / item.path, st))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 from typing import Any
 
 #: Variable names that carry secrets, matched as case-insensitive substrings.
@@ -129,17 +128,6 @@ def content_secrets(data: bytes, known: tuple[str, ...] = ()) -> list[str]:
     reasons = ["it contains a " + kind for kind in find_secrets(text)]
     if any(value in text for value in known):
         reasons.append("it contains the " + KNOWN_KIND)
-    return reasons
-
-
-def file_secrets(path: Path, known: tuple[str, ...] = ()) -> list[str]:
-    """Why the file at ``path`` must not be copied into a crate: its name, then its content."""
-    reasons = name_secrets(path.name)
-    try:
-        with open(path, "rb") as handle:
-            reasons += content_secrets(handle.read(SCAN_LIMIT + 1), known)
-    except OSError:
-        pass
     return reasons
 
 

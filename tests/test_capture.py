@@ -199,11 +199,13 @@ def test_missing_notebook_says_how_to_name_it(kernel):
     assert "UsageError" in result["text"] and "--notebook PATH" in result["text"]
 
 
-def test_vscode_variable_names_the_notebook(kernel, project):
-    nb = make_notebook(project / "vs.ipynb", "print(2)")
+@pytest.mark.parametrize("variable, name", [("__vsc_ipynb_file__", "vs.ipynb"), ("capsule_notebook", "pm.ipynb")],
+                         ids=["vscode", "papermill-parameter"])
+def test_a_kernel_variable_names_the_notebook(kernel, project, variable, name):
+    nb = make_notebook(project / name, "print(2)")
     kernel.ok("%load_ext scidex_nbcapsule")
-    kernel.ok(f"__vsc_ipynb_file__ = {str(nb)!r}")
-    assert _export(kernel)["notebook"] == "vs.ipynb"
+    kernel.ok(f"{variable} = {str(nb)!r}")
+    assert _export(kernel)["notebook"] == name
 
 
 def test_history_before_load_is_kept(kernel, project):
@@ -225,13 +227,6 @@ def test_audit_hook_records_os_level_opens(kernel, project, flag, mode):
     nb = make_notebook(project / "o.ipynb", "pass")
     roles = {f["path"]: f["role"] for f in _export(kernel, "--notebook", str(nb))["files"]}
     assert roles.get("data/input.csv" if mode == "read" else "made.bin") == ("input" if mode == "read" else "output")
-
-
-def test_papermill_style_parameter_names_the_notebook(kernel, project):
-    nb = make_notebook(project / "pm.ipynb", "print(3)")
-    kernel.ok("%load_ext scidex_nbcapsule")
-    kernel.ok(f"capsule_notebook = {str(nb)!r}  # injected as a papermill parameter")
-    assert _export(kernel)["notebook"] == "pm.ipynb"
 
 
 def test_reads_repeated_across_folders_and_unhashable_paths_are_all_recorded(kernel, project):
