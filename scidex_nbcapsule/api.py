@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from . import __version__, capture, config as config_mod, environment, redaction
+from .selection import late_capture_message, relative as _relative, select_files
 from .crate import CratePlan, PayloadFile, write_crate
 from .errors import CapsuleError, NotebookError, PathOutsideProject
 from .manifest import ExecutionRecord, Manifest, Problem, new_capsule_id, utc_now
@@ -84,97 +86,17 @@ class Capsule:
               f"<th>bytes</th><th>sha256</th></tr>{rows}</table></details></div>")
 
 
-# -- choosing files ----------------------------------------------------------------------
-def _expand(paths: Iterable[str | os.PathLike], root: Path, base: Path) -> list[tuple[Path, bool]]:
-    """Files named (flagged True) and every file under folders named (hidden and cache folders skipped)."""
-    found: list[tuple[Path, bool]] = []
-    for item in paths:
-        real = capture.resolve_in_project(item, root, base=base)
-        if real.is_dir():
-            for dirpath, dirs, files in os.walk(real):
-                dirs[:] = sorted(d for d in dirs if d not in capture.IGNORED_PARTS and not d.startswith("."))
-                for name in sorted(files):
-                    child = Path(dirpath, name)
-                    # below a resolved folder only a symlink can lead elsewhere
-                    found.append((capture.resolve_in_project(child, root) if os.path.islink(child) else child, False))
-        else:
-            found.append((real, True))
-    return found
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError as exc:
-        raise PathOutsideProject(f"{path} lies outside the project root {root}") from exc
-
-
-def _collect_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.Recorder | None,
-                   inputs: Sequence, outputs: Sequence, excludes: Sequence[str], allow_secrets: Sequence,
-                   base: Path,
-                   ) -> tuple[list[PayloadFile], list[dict[str, str]], Callable[[PayloadFile, bytes], list[str]]]:
-    """The files to copy, those withheld by name, and the content screen the copy applies to the rest."""
-    roles: dict[Path, PayloadFile] = {}
-    allowed = {capture.resolve_in_project(p, root, base=base) for p in allow_secrets}
-    known = redaction.secret_values(dict(os.environ))
-    probe = capture.Recorder(project_root=root, excludes=list(excludes))
-
-    def add(path: Path, role: str, read_sha256: str | None = None, named: bool = False) -> None:
-        rel = _relative(path, root)
-        if not named and probe.is_excluded(rel):
-            return
-        if path == notebook or dest == path or dest in path.parents:
-            return
-        current = roles.get(path)
-        if current is not None and current.role == "output":
-            return
-        roles[path] = PayloadFile(source=path, path=rel, role=role, read_sha256=read_sha256)
-
-    if recorder is not None:
-        for access in recorder.accessed_files():
-            if access.written:
-                add(access.path, "output", access.read_sha256)
-            elif access.path.suffix == ".py":
-                add(access.path, "code")
-            else:
-                add(access.path, "input")
-    declared = [(p, "input") for p in (recorder.declared_inputs if recorder else [])]
-    declared += [(p, "output") for p in (recorder.declared_outputs if recorder else [])]
-    declared += [(p, "input") for p in inputs] + [(p, "output") for p in outputs]
-    for given, role in declared:
-        for item, direct in _expand([given], root, base):
-            add(item, role, named=direct)
-
-    withheld: list[dict[str, str]] = []
-    kept: list[PayloadFile] = []
-    for path, item in sorted(roles.items()):
-        reasons = [] if path in allowed else redaction.name_secrets(path.name)
-        if reasons:
-            withheld.append(redaction.withheld_file(item.path, reasons))
-            continue
-        try:
-            item.size = path.stat().st_size
-        except OSError:
-            item.size = 0  # the copy reports what is wrong with it
-        kept.append(item)
-
-    def screen(item: PayloadFile, content: bytes) -> list[str]:
-        # the very bytes about to be copied: nothing can change between the check and the copy
-        return [] if item.source in allowed else redaction.content_secrets(content, known)
-
-    return kept, withheld, screen
-
-
 # -- export ----------------------------------------------------------------------------------
 def _notebook_and_content(notebook: str | os.PathLike | None, recorder: capture.Recorder | None,
-                          user_ns: dict | None) -> tuple[Path, Path, Any, float | None]:
+                          user_ns: dict | None, notebook_content: str | os.PathLike | None = None,
+                          ) -> tuple[Path, Path, Any, float | None]:
     if notebook is None:
         path = capture.find_notebook(user_ns)
     else:
         path = Path(notebook).expanduser().resolve()
     if path.suffix != ".ipynb":
         raise NotebookError(f"{path} is not a notebook (.ipynb)", hint="give the path of the .ipynb file")
-    content_path = path
+    content_path = Path(notebook_content) if notebook_content else path
     snapshot = os.environ.get(capture.SNAPSHOT_ENV)
     if snapshot and os.environ.get(capture.NOTEBOOK_ENV) and \
             Path(os.environ[capture.NOTEBOOK_ENV]).resolve() == path and Path(snapshot).is_file():
@@ -191,12 +113,16 @@ def export(notebook: str | os.PathLike | None = None, *, inputs: Sequence[str | 
            allow_secrets: Sequence[str | os.PathLike] = (), link_large: int | None = None,
            project_root: str | os.PathLike | None = None, swh_origin: str | None = None,
            swh_snapshot: str | None = None, recorder: capture.Recorder | None = None,
-           user_ns: dict | None = None, progress: bool | Callable[[int, int], None] = True) -> Capsule:
+           user_ns: dict | None = None, progress: bool | Callable[[int, int], None] = True,
+           include_external: bool = False, notebook_content: str | os.PathLike | None = None) -> Capsule:
     """Export a notebook analysis as a capsule (an RO-Crate) and return it.
 
     Inside a kernel with the extension loaded, what the kernel recorded (cells
     run, files read and written) is used; elsewhere the notebook and the files
-    named in ``inputs``/``outputs`` are packed as they are on disk.
+    named in ``inputs``/``outputs`` are packed as they are on disk. Files read outside
+    the project root are listed; ``include_external`` packs them under ``external/``.
+    ``notebook_content`` is the executed copy to pack when it differs from the file at
+    ``notebook`` (a headless run of a non-Python kernel).
     """
     if recorder is None:
         recorder = capture.current_recorder()
@@ -205,13 +131,14 @@ def export(notebook: str | os.PathLike | None = None, *, inputs: Sequence[str | 
                        description=description, license=license, authors=authors, identifier=identifier,
                        exclude=exclude, allow_secrets=allow_secrets, link_large=link_large,
                        project_root=project_root, swh_origin=swh_origin, swh_snapshot=swh_snapshot,
-                       recorder=recorder, user_ns=user_ns, progress=progress, executor=executor)
+                       recorder=recorder, user_ns=user_ns, progress=progress, executor=executor,
+                       include_external=include_external, notebook_content=notebook_content)
 
 
 def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license, authors, identifier, exclude,
             allow_secrets, link_large, project_root, swh_origin, swh_snapshot, recorder, user_ns,
-            progress, executor=None) -> Capsule:
-    nb_path, content_path, nb, saved_at = _notebook_and_content(notebook, recorder, user_ns)
+            progress, executor=None, include_external=False, notebook_content=None) -> Capsule:
+    nb_path, content_path, nb, saved_at = _notebook_and_content(notebook, recorder, user_ns, notebook_content)
     if project_root is not None:
         root = Path(project_root).resolve()
     elif recorder is not None and (recorder.project_root == nb_path.parent or recorder.project_root in nb_path.parents):
@@ -233,9 +160,11 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
     excludes = list(exclude) + list(cfg.get("exclude", []) or [])
     if recorder is not None:
         excludes += recorder.excludes
-    files, withheld, screen = _collect_files(root=root, notebook=nb_path, dest=dest_path, recorder=recorder,
-                                             inputs=inputs, outputs=outputs, excludes=excludes,
-                                             allow_secrets=allow_secrets, base=base)
+    chosen = select_files(root=root, notebook=nb_path, dest=dest_path, recorder=recorder, inputs=inputs,
+                          outputs=outputs, excludes=excludes, allow_secrets=allow_secrets, base=base,
+                          include_external=include_external)
+    files, withheld, screen = chosen.files, chosen.withheld, chosen.screen
+    notices += chosen.notices
     nb_clean, nb_withheld = redaction.scrub_notebook(nb, redaction.secret_values(dict(os.environ)))
     withheld += nb_withheld
     if nb_withheld:
@@ -247,7 +176,7 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
     snap = environment.snapshot(imported_modules=list(sys.modules))
     withheld += snap.withheld
 
-    execution = _execution_record(nb, recorder, saved_at)
+    execution = _execution_record(nb, recorder, saved_at, chosen.per_segment)
     manifest = Manifest(
         capsule_id=new_capsule_id(),
         title=title or cfg.get("title") or _notebook_title(nb, nb_path),
@@ -261,6 +190,8 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
         environment_digest=snap.digest,
         identifier=identifier or cfg.get("identifier"),
         withheld=withheld,
+        capture=chosen.capture,
+        external_inputs=chosen.external_inputs,
     )
     identify, generated = _source_references(manifest, nb_path, files, swh_origin, swh_snapshot)
     from .verify.binder import reverify_notebook
@@ -278,6 +209,48 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
     return Capsule(path=path, manifest=sealed, checksum=checksum, notices=notices)
 
 
+def export_executed(notebook: str | os.PathLike, *, export_argv: Sequence[str] = (), timeout: int = 600,
+                    kernel_name: str | None = None, **options: Any) -> Capsule:
+    """Run ``notebook`` top to bottom in a fresh kernel with capture on from the first cell, then export that run.
+
+    ``options`` are :func:`export`'s keyword arguments and ``export_argv`` the same as
+    ``%capsule export`` arguments, for the IPython kernel that exports itself. Paths the
+    user named are checked first, so a typo fails before a long run, with the same error.
+    """
+    from .execute import run_notebook
+    from .errors import ExecutionFailed
+    from .crate import open_crate
+    from .manifest import Manifest
+
+    path = Path(notebook).expanduser().resolve()
+    root = Path(options["project_root"]).resolve() if options.get("project_root") else \
+        capture.find_project_root(path.parent)
+    base = Path(os.getcwd())
+    for given in [*options.get("inputs", ()), *options.get("outputs", ()), *options.get("allow_secrets", ())]:
+        capture.resolve_in_project(given, root, base=base)
+    result = run_notebook(path, export_argv=list(export_argv), cell_timeout=timeout, kernel_name=kernel_name)
+    if result.error:
+        raise ExecutionFailed(f"running {notebook} failed, so nothing was exported:\n{result.error}",
+                              hint="fix the failing cell, then export again")
+    if result.recorder is not None:  # a kernel that cannot record itself: export here what was seen from outside
+        import tempfile
+
+        import nbformat
+
+        with tempfile.TemporaryDirectory(prefix="nbcapsule-executed-") as tmp:
+            executed = Path(tmp, path.name)
+            nbformat.write(result.notebook, str(executed))
+            return export(path, recorder=result.recorder, notebook_content=executed, **options)
+    data = result.capsule
+    if not data:
+        raise ExecutionFailed(f"the kernel running {notebook} exported nothing",
+                              hint="remove a %capsule export cell that was skipped, or export without --execute")
+    with open_crate(data["crate"]) as opened:
+        manifest: Manifest = opened.manifest
+    return Capsule(path=Path(data["crate"]), manifest=manifest, checksum=data["checksum"],
+                   notices=list(data.get("notices", [])))
+
+
 def _notebook_title(nb: Any, path: Path) -> str:
     for cell in nb.cells:
         if cell.cell_type == "markdown":
@@ -287,7 +260,8 @@ def _notebook_title(nb: Any, path: Path) -> str:
     return path.stem
 
 
-def _execution_record(nb: Any, recorder: capture.Recorder | None, saved_at: float | None) -> ExecutionRecord:
+def _execution_record(nb: Any, recorder: capture.Recorder | None, saved_at: float | None,
+                      per_segment: dict[int, tuple[set[str], set[str]]]) -> ExecutionRecord:
     if recorder is None:
         return ExecutionRecord(status="completed", problems=[Problem(
             "not-captured", "exported without a live kernel capture: cell runs and file access were not recorded; "
@@ -297,6 +271,13 @@ def _execution_record(nb: Any, recorder: capture.Recorder | None, saved_at: floa
     problems = capture.analyse_order(nb, runs, current=current, saved_at=saved_at)
     if current is not None:
         runs.append(current)
+    unobserved = recorder.unobserved_cells()
+    if unobserved:
+        problems.append(Problem("late-capture", late_capture_message(len(unobserved))))
+    for index, run in enumerate(runs):
+        files = per_segment.get(recorder.segment_of(run))
+        if files:
+            runs[index] = dataclasses.replace(run, reads=sorted(files[0]), writes=sorted(files[1]))
     timed = [r for r in runs if r.started]
     failed = any(r.status == "error" for r in runs)
     return ExecutionRecord(kernel_started=recorder.kernel_started,
@@ -373,4 +354,4 @@ def open_capsule(location: str | os.PathLike):
     return open_crate(location)
 
 
-__all__ = ["Capsule", "export", "open_capsule", "CapsuleError"]
+__all__ = ["Capsule", "export", "export_executed", "open_capsule", "CapsuleError"]

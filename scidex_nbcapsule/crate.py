@@ -69,6 +69,10 @@ class PayloadFile:
     read_sha256: str | None = None
     #: Its size when it was chosen (progress, copy strategy); None: looked up when needed.
     size: int | None = None
+    #: The project file a symlink at ``path`` leads to (the crate holds a copy at ``path``).
+    link_target: str | None = None
+    #: Where a file read outside the project was, when it is packed under ``external/``.
+    original_path: str | None = None
 
 
 @dataclass
@@ -205,7 +209,8 @@ def _fill(plan: CratePlan, root: Path) -> str:
                 manifest.withheld.append(withheld_file(item.path, list(copied.reasons)))
             else:
                 linked = {"linked_from": item.source.as_uri()} if copied.linked else {}
-                records.append(_record(item.path, item.role, copied.digests, read_sha256=item.read_sha256, **linked))
+                records.append(_record(item.path, item.role, copied.digests, read_sha256=item.read_sha256,
+                                       link_target=item.link_target, original_path=item.original_path, **linked))
             done += copied.digests.size if copied.digests else _payload_size(item)
             if plan.progress:
                 plan.progress(done, total)
@@ -406,8 +411,15 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
         }
         if record.swhid:
             props["identifier"] = {"@id": f"https://archive.softwareheritage.org/{record.swhid}"}
+        notes = []
         if record.read_sha256:
-            props["description"] = f"Rewritten by the analysis; the version it read had sha256 {record.read_sha256}."
+            notes.append(f"Rewritten by the analysis; the version it read had sha256 {record.read_sha256}.")
+        if record.link_target:
+            notes.append(f"The analysis used this path, a symbolic link to {record.link_target}.")
+        if record.original_path:
+            notes.append(f"Read outside the project, from {record.original_path}.")
+        if notes:
+            props["description"] = " ".join(notes)
         if record.path == manifest.notebook:
             props.update({"@type": ["File", "SoftwareSourceCode"], "programmingLanguage": {"@id": language.id},
                           "version": git_commit[:12] if git_commit else record.sha256[:12],

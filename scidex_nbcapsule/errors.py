@@ -16,6 +16,7 @@ class CapsuleError(Exception):
     http_status = 400
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
         self.hint = hint
         super().__init__(message if not hint else f"{message}\n  → {hint}")
 
@@ -110,3 +111,7 @@ class InvalidId(CapsuleError):
 
 class VerificationError(CapsuleError):
     """Verification could not be carried out at all (not a verdict)."""
+
+
+class CaptureError(CapsuleError):
+    """A capture layer could not be set up or read (the interposer, the file watcher, the kernel spec)."""

@@ -39,7 +39,8 @@ class _NoGit(Exception):
 def _run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update(LC_ALL="C", LANG="C", GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0")
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX"):
+    # NBCAPSULE_TRACE_DIR: git reads the work tree for us, not for the analysis; untraced, it records nothing
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "NBCAPSULE_TRACE_DIR"):
         env.pop(name, None)
     cmd = ["git", "-C", str(cwd), "-c", "core.quotepath=off", *args]
     try:

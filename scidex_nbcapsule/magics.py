@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import shlex
 from pathlib import Path
 from typing import Any, Callable
@@ -14,11 +15,11 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import HTML, display
 
 from . import api, capture
+from .capture import system
+from .selection import late_capture_message
 from .errors import CapsuleError
 
-#: Set by ``nbcapsule verify`` in the kernel it re-runs a notebook in, so that the notebook's
-#: own ``%capsule export`` does not export again while it is being checked.
-VERIFYING_ENV = "NBCAPSULE_VERIFYING"
+from .capture import VERIFYING_ENV
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,6 +72,9 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--swh-origin", metavar="URL", help="Software Heritage origin URL of the code")
     parser.add_argument("--swh-snapshot", metavar="SWHID", help="Software Heritage snapshot id (swh:1:snp:...)")
     parser.add_argument("--bagit", action="store_true", help="also pack the crate as a BagIt bag")
+    parser.add_argument("--include-external", action="store_true",
+                        help="pack files the analysis read outside the project root under external/ (they are "
+                        "always listed in capsule.json)")
     parser.set_defaults(fmt="folder")
 
 
@@ -78,12 +82,37 @@ def export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(inputs=args.inputs, outputs=args.outputs, exclude=args.exclude, dest=args.dest, fmt=args.fmt,
                 title=args.title, description=args.description, license=args.license, authors=args.authors,
                 identifier=args.identifier, allow_secrets=args.allow_secrets, link_large=args.link_large,
-                swh_origin=args.swh_origin, swh_snapshot=args.swh_snapshot)
+                swh_origin=args.swh_origin, swh_snapshot=args.swh_snapshot, include_external=args.include_external)
+
+
+def export_argv(args: argparse.Namespace) -> list[str]:
+    """The export options again as arguments, for the ``%capsule export`` a headless kernel runs."""
+    argv: list[str] = []
+    for flag, values in (("--input", args.inputs), ("--output", args.outputs), ("--exclude", args.exclude),
+                         ("--author", args.authors or []), ("--allow-secret", args.allow_secrets)):
+        for value in values:
+            argv += [flag, str(value)]
+    for flag, value in (("--dest", args.dest), ("--title", args.title), ("--description", args.description),
+                        ("--license", args.license), ("--identifier", args.identifier),
+                        ("--link-large", args.link_large), ("--swh-origin", args.swh_origin),
+                        ("--swh-snapshot", args.swh_snapshot)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.fmt != "folder":
+        argv.append(f"--{args.fmt}")
+    for flag, on in (("--bagit", args.bagit), ("--include-external", args.include_external)):
+        if on:
+            argv.append(flag)
+    return argv
 
 
 def _subcommands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:
     def export(p: argparse.ArgumentParser) -> None:
         p.add_argument("--notebook", metavar="PATH", help="the notebook file, when the front end does not say")
+        p.add_argument("--rerun", action="store_true",
+                       help="run the saved notebook top to bottom in a fresh kernel with capture on, and export "
+                       "that run (the complete capsule when this kernel's history is not)")
+        p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell with --rerun")
         add_export_options(p)
 
     def paths(p: argparse.ArgumentParser) -> None:
@@ -179,10 +208,25 @@ class CapsuleMagics(Magics):
             raise UsageError(str(exc)) from exc
 
     # -- subcommands -----------------------------------------------------------
+    def export_from_argv(self, argv: list[str]) -> api.Capsule | None:
+        """``%capsule export ARGV`` for a runner, raising CapsuleError rather than a UsageError."""
+        try:
+            args = build_parser().parse_args(["export", *argv])
+        except _Done:
+            return None
+        return self._do_export(args)
+
     def _do_export(self, args: argparse.Namespace) -> api.Capsule | None:
         if os.environ.get(VERIFYING_ENV):
             print("%capsule export: skipped while this notebook is being re-verified")
             return None
+        if args.rerun:
+            notebook = Path(args.notebook).resolve() if args.notebook else capture.find_notebook(self.shell.user_ns)
+            with capture.paused():  # the fresh kernel's files are its own capsule's, not this session's
+                capsule = api.export_executed(notebook, export_argv=export_argv(args), timeout=args.timeout,
+                                              **export_kwargs(args))
+            self.last = capsule
+            return capsule
         capsule = api.export(args.notebook, recorder=self.recorder, user_ns=self.shell.user_ns, **export_kwargs(args))
         self.last = capsule
         if args.bagit:
@@ -255,13 +299,19 @@ def status_html(recorder: capture.Recorder, user_ns: dict, notebook: str | None)
     import html
 
     esc = html.escape
-    files = recorder.accessed_files()
+    seen = recorder.observe()
     root = recorder.project_root
     rows = "".join(f"<li><code>{esc(str(f.path.relative_to(root)))}</code> "
-                   f"{'written' if f.written else 'read'}</li>" for f in files)
+                   f"{'written' if f.written else 'read'}</li>" for f in seen.files)
+    rows += "".join(f"<li><code>{esc(str(f.path))}</code> read, outside the project</li>" for f in seen.external)
     runs = [r for r in recorder.runs if r.status != "unknown"]
+    layers = ", ".join(recorder.mechanisms)
     parts = [f"<b>scidex-nbcapsule</b>: {len(runs)} cell runs recorded since {esc(recorder.kernel_started)}; "
-             f"project root <code>{esc(str(root))}</code>", f"<p>Files ({len(files)}):</p><ul>{rows}</ul>"]
+             f"project root <code>{esc(str(root))}</code>; capture by {esc(layers)}",
+             f"<p>Files ({len(seen.files) + len(seen.external)}):</p><ul>{rows}</ul>"]
+    unobserved = recorder.unobserved_cells()
+    if unobserved:
+        parts.append(f"<p style='color:#a60'>{esc(late_capture_message(len(unobserved)))}</p>")
     try:
         path = Path(notebook).resolve() if notebook else capture.find_notebook(user_ns)
         nb = capture.read_notebook(path)
@@ -271,7 +321,7 @@ def status_html(recorder: capture.Recorder, user_ns: dict, notebook: str | None)
             items = "".join(f"<li><b>{esc(p.kind)}</b>: {esc(p.message)}</li>" for p in problems)
             parts.append(f"<p style='color:#a60'>Execution-order problems in <code>{esc(path.name)}</code>:</p>"
                          f"<ul>{items}</ul>")
-        else:
+        elif not unobserved:
             parts.append(f"<p style='color:#070'>No execution-order problems in <code>{esc(path.name)}</code>.</p>")
     except CapsuleError as exc:
         parts.append(f"<p>Execution order not checked: {esc(str(exc))}</p>")
@@ -285,9 +335,18 @@ def load(ipython: Any) -> None:
     """Register ``%capsule`` and start recording; loading twice keeps the first recorder."""
     if id(ipython) in _STATE:
         return
-    recorder = capture.Recorder(project_root=capture.find_project_root(os.getcwd()))
+    root = capture.find_project_root(os.getcwd())
+    recorder = capture.Recorder(project_root=root)
+    recorder.ignored.update(os.path.abspath(a) for a in sys.argv[1:] if os.path.isfile(a))  # the connection file
     history = ipython.user_ns.get("In") or []
     recorder.backfill_history((i, src) for i, src in enumerate(history) if i and src)
+    layer, blind_spots = system.start_layer(root)
+    recorder.use_system_layer(layer)
+    recorder.blind_spots += blind_spots
+    current = len(history) - 1  # when loaded from a cell, that cell is the last one in the history
+    unobserved = [r for r in recorder.unobserved_cells() if r.execution_count != current]
+    if unobserved:
+        print("scidex_nbcapsule: " + late_capture_message(len(unobserved)))
     magics = CapsuleMagics(ipython, recorder)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", recorder.pre_run_cell)
@@ -305,5 +364,6 @@ def unload(ipython: Any) -> None:
     ipython.events.unregister("pre_run_cell", pre)
     ipython.events.unregister("post_run_cell", post)
     capture.detach()
+    magics.recorder.close()
     ipython.magics_manager.magics["line"].pop("capsule", None)
     ipython.magics_manager.registry.pop(type(magics).__name__, None)

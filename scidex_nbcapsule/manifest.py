@@ -84,6 +84,10 @@ class FileRecord:
     #: Where a file too large to copy lives (``--link-large``); then it is not in the crate.
     linked_from: str | None = None
     swhid: str | None = None
+    #: The file, relative to the project root, that a symlink at ``path`` leads to.
+    link_target: str | None = None
+    #: For a file read outside the project and packed under ``external/``: where it was.
+    original_path: str | None = None
 
     @property
     def in_crate(self) -> bool:
@@ -91,6 +95,20 @@ class FileRecord:
 
 
 _FILE_FIELDS = tuple(f.name for f in fields(FileRecord))
+#: Fields added after 1.0 was first written: left out while empty, so older manifests keep their digests.
+_OPTIONAL_FILE_FIELDS = frozenset({"link_target", "original_path"})
+_OPTIONAL_CELL_FIELDS = ("reads", "writes")
+_OPTIONAL_FIELDS = ("capture", "external_inputs")
+
+
+def _file_dict(record: "FileRecord") -> dict[str, Any]:
+    data = {}
+    for name in _FILE_FIELDS:
+        value = getattr(record, name)
+        if value is None and name in _OPTIONAL_FILE_FIELDS:
+            continue
+        data[name] = value
+    return data
 
 @dataclass
 class CellRun:
@@ -101,6 +119,9 @@ class CellRun:
     ended: str | None
     status: str  # "ok" | "error" | "unknown" (seen only in history)
     error: str | None = None
+    #: Files this execution read and wrote (crate paths; absolute for files outside the project).
+    reads: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -143,6 +164,11 @@ class Manifest:
     git: dict[str, Any] | None = None
     withheld: list[dict[str, str]] = field(default_factory=list)
     identifier: str | None = None
+    #: Which capture layers ran and what they could not see: ``mechanisms``, ``blind_spots``, ``late_cells``,
+    #: ``missing``, ``unattributed``.
+    capture: dict[str, Any] | None = None
+    #: Files read outside the project root: path, size, sha256 (and ``included_as`` when packed).
+    external_inputs: list[dict[str, Any]] = field(default_factory=list)
     schema_version: str = SCHEMA_VERSION
     manifest_digest: str | None = None
 
@@ -162,7 +188,14 @@ class Manifest:
         shallow = copy.copy(self)
         shallow.files = []
         data = asdict(shallow)
-        data["files"] = [{name: getattr(record, name) for name in _FILE_FIELDS} for record in self.files]
+        data["files"] = [_file_dict(record) for record in self.files]
+        for name in _OPTIONAL_FIELDS:
+            if not data.get(name):
+                data.pop(name, None)
+        for cell in data["execution"]["cells"]:
+            for name in _OPTIONAL_CELL_FIELDS:
+                if not cell.get(name):
+                    cell.pop(name, None)
         return data
 
     def to_dict(self) -> dict[str, Any]:

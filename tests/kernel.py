@@ -11,10 +11,10 @@ from jupyter_client.manager import start_new_kernel
 
 
 class KernelSession:
-    def __init__(self, cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, cwd: Path, env: dict[str, str] | None = None, kernel_name: str = "python3") -> None:
         full_env = dict(os.environ)
         full_env.update(env or {})
-        self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=str(cwd), env=full_env)
+        self.km, self.kc = start_new_kernel(kernel_name=kernel_name, cwd=str(cwd), env=full_env)
 
     def run(self, code: str, cell_id: str | None = None, *, timeout: float = 120) -> dict[str, Any]:
         """Execute ``code`` as a notebook cell; return status, text output and rich outputs."""
@@ -42,7 +42,10 @@ class KernelSession:
                 error = reply["content"]
             elif kind == "status" and reply["content"]["execution_state"] == "idle":
                 break
-        shell = self.kc.get_shell_msg(timeout=timeout)
+        while True:  # the reply to this request, not one left over from an earlier one
+            shell = self.kc.get_shell_msg(timeout=timeout)
+            if shell["parent_header"].get("msg_id") == msg_id:
+                break
         return {"status": shell["content"]["status"], "text": "".join(text), "data": data, "error": error,
                 "execution_count": shell["content"].get("execution_count")}
 

@@ -253,7 +253,7 @@ def _accessed(kernel, project):
     import pickle
 
     out = kernel.ok("import pickle, base64\nfrom scidex_nbcapsule import capture\n"
-                    "print('P' + base64.b64encode(pickle.dumps(capture.current_recorder().accessed_files())).decode())")
+                    "print('P' + base64.b64encode(pickle.dumps(capture.current_recorder().observe().files)).decode())")
     import base64
 
     line = next(line for line in out["text"].splitlines() if line.startswith("P"))

@@ -96,7 +96,7 @@ def test_work_runs_in_a_thread_with_the_recorder_paused(toolbar_kernel, project)
     state = _state(toolbar_kernel)
     assert "Slow done" in state["status"] and "slept" in state["status"]
     files = toolbar_kernel.ok("from scidex_nbcapsule import capture\n"
-                              "print(sorted(str(f.path.name) for f in bar.recorder.accessed_files()))")["text"]
+                              "print(sorted(str(f.path.name) for f in bar.recorder.observe().files))")["text"]
     assert "input.csv" in files and "private.csv" not in files
 
 

@@ -30,30 +30,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(handler=validate_command)
 
 
-def _export_argv(args: argparse.Namespace) -> list[str]:
-    argv: list[str] = []
-    for flag, values in (("--input", args.inputs), ("--output", args.outputs), ("--exclude", args.exclude),
-                         ("--author", args.authors or []), ("--allow-secret", args.allow_secrets)):
-        for value in values:
-            argv += [flag, str(value)]
-    for flag, value in (("--dest", args.dest), ("--title", args.title), ("--description", args.description),
-                        ("--license", args.license), ("--identifier", args.identifier),
-                        ("--link-large", args.link_large), ("--swh-origin", args.swh_origin),
-                        ("--swh-snapshot", args.swh_snapshot)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.fmt != "folder":
-        argv.append(f"--{args.fmt}")
-    if args.bagit:
-        argv.append("--bagit")
-    return argv
-
-
 def export_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .. import api
-    from ..magics import export_kwargs
+    from ..magics import export_argv, export_kwargs
 
     if args.dest:
         args.dest = str(Path(args.dest).resolve())
@@ -61,14 +42,8 @@ def export_command(args: argparse.Namespace) -> int:
     args.outputs = [str(Path(p).resolve()) for p in args.outputs]
     args.allow_secrets = [str(Path(p).resolve()) for p in args.allow_secrets]
     if args.execute:
-        from ..errors import ExecutionFailed
-        from ..execute import run_notebook
-
-        result = run_notebook(args.notebook, export_argv=_export_argv(args), cell_timeout=args.timeout)
-        if result.error:
-            raise ExecutionFailed(f"running {args.notebook} failed, so nothing was exported:\n{result.error}",
-                                  hint="fix the failing cell, then export again")
-        data = result.capsule or {}
+        data = api.export_executed(args.notebook, export_argv=export_argv(args), timeout=args.timeout,
+                                   progress=not args.json, **export_kwargs(args)).to_dict()
     else:
         capsule = api.export(args.notebook, progress=not args.json, **export_kwargs(args))
         if args.bagit:

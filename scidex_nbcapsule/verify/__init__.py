@@ -43,7 +43,8 @@ from .fixity import FixityProblem, check_fixity
 from .normalizers import Settings, load_normalizers
 from .report import (EXECUTION_FAILED, EXIT_CODES, FIXITY_FAILED, MISMATCH, VERDICTS, VERIFIED,
                      VERIFIED_WITHIN_TOLERANCE, VerificationReport, decide)
-from .rerun import ExecutionProblem, rerun_notebook, verifying_env_name
+from ..capture import VERIFYING_ENV
+from .rerun import ExecutionProblem, rerun_notebook
 
 #: Environment variable naming the registry when ``db`` is not given.
 DB_ENV = "SCIDEX_NBCAPSULE_DB"
@@ -132,7 +133,7 @@ def verify(crate_or_id: str | os.PathLike, *, db: str | None = None, cell_timeou
     is registered (given by id, or found at ``db`` / ``$SCIDEX_NBCAPSULE_DB``)
     gets the verification recorded.
     """
-    if os.environ.get(verifying_env_name()):
+    if os.environ.get(VERIFYING_ENV):
         raise VerificationError("verification was asked for from inside a notebook that is itself being verified",
                                 hint="the outer verification already checks this capsule")
     if cell_timeout <= 0 or total_timeout <= 0:
@@ -281,8 +282,6 @@ def _preimport() -> None:
     import nbclient  # noqa: F401
 
     from .. import environment  # noqa: F401
-
-    verifying_env_name()
 
 
 def _recorded_environment(root: Path) -> dict[str, Any] | None:

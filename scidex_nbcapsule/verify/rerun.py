@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..capture import is_capsule_cell, read_notebook
+from ..capture import VERIFYING_ENV, is_capsule_cell, read_notebook
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -38,12 +38,6 @@ class RerunResult:
     seconds: float
 
 
-def verifying_env_name() -> str:
-    from ..magics import VERIFYING_ENV
-
-    return VERIFYING_ENV
-
-
 def strip_ansi(text: str) -> str:
     return _ANSI_RE.sub("", text)
 
@@ -67,7 +61,7 @@ def rerun_notebook(path: str | os.PathLike, *, cell_timeout: int = 600, total_ti
     started = time.monotonic()
     deadline = started + total_timeout
     env = dict(os.environ)
-    env[verifying_env_name()] = "1"
+    env[VERIFYING_ENV] = "1"
     env.update(extra_env or {})
     client = NotebookClient(nb, timeout=cell_timeout, km=km, allow_errors=False, record_timing=False,
                             kernel_name=kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"),
