@@ -28,6 +28,8 @@ from typing import Callable
 __all__ = ["WatchEvent", "TreeWatcher", "available", "unavailable_reason"]
 
 # <sys/inotify.h>
+IN_MODIFY = 0x00000002
+IN_OPEN = 0x00000020
 IN_CLOSE_WRITE = 0x00000008
 IN_CLOSE_NOWRITE = 0x00000010
 IN_MOVED_FROM = 0x00000040
@@ -44,13 +46,15 @@ IN_ISDIR = 0x40000000
 IN_NONBLOCK = os.O_NONBLOCK  # defined as these in the header, on every architecture
 IN_CLOEXEC = os.O_CLOEXEC
 
-#: No IN_OPEN, IN_ACCESS or IN_MODIFY: the kernel merges an event only with an identical one at the
-#: tail of the queue, so a loop opening one file 10,000 times queues one IN_CLOSE_NOWRITE, whereas
-#: interleaved OPEN/ACCESS/CLOSE events would never merge and would fill the queue (16384 by default).
+#: IN_OPEN (a read: seen at the open, so a handle still open at the end of a cell counts, as SQLite keeps
+#: one) and IN_MODIFY (a write: content really changed, where IN_CLOSE_WRITE only says "opened for
+#: writing", which SQLite and HDF5 also do to read). No IN_ACCESS or IN_CLOSE_*: the kernel merges an event
+#: only with an identical one at the tail of the queue, so a loop opening one file 10,000 times queues one
+#: IN_OPEN, whereas interleaved OPEN/ACCESS/CLOSE events would never merge and would fill the queue.
 #: IN_ONLYDIR and IN_DONT_FOLLOW make a watch fail rather than land on a file, or on a folder outside
 #: the tree through a symlink, if a path changes under us; IN_EXCL_UNLINK drops the close of a file
 #: already deleted (a temporary file), which would otherwise be reported as a write after its delete.
-WATCH_MASK = (IN_CLOSE_WRITE | IN_CLOSE_NOWRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+WATCH_MASK = (IN_OPEN | IN_MODIFY | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
               | IN_DELETE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
 
 _HEADER = struct.Struct("iIII")  # int wd; uint32_t mask, cookie, len; char name[len] (NUL-padded)
@@ -62,6 +66,11 @@ _READ_SIZE = 64 * 1024
 MOVE_PAIRING_GRACE = 0.05
 #: The reader thread's poll() timeout: a backstop, since stop() also wakes it through a pipe.
 _POLL_TIMEOUT_MS = 200
+#: How long the reader thread rests after a batch. Reading each event as it comes would defeat the
+#: kernel's merging (a loop reading one file 10,000 times queued ~9,600 events instead of 1) and
+#: wake the thread, which needs the GIL, thousands of times a second; 10 ms batches stay far from
+#: the queue limit (16384 events in 10 ms would take well over a million file closes a second).
+_BATCH_PAUSE_MS = 10
 #: Folder names never watched (besides any starting with a dot): caches, not analysis files.
 SKIPPED_NAMES = frozenset({"__pycache__", "node_modules"})
 
@@ -157,8 +166,8 @@ def _readable(fd: int, timeout: float) -> bool:
 class WatchEvent:
     """One thing that happened to a file in the tree.
 
-    ``op`` is ``"read"`` (closed after reading only), ``"write"`` (closed after being opened for
-    writing, or moved in from outside the tree), ``"create"``, ``"rename"`` (``path`` to ``target``,
+    ``op`` is ``"read"`` (opened), ``"write"`` (its content changed, or it was moved in from outside
+    the tree), ``"create"``, ``"rename"`` (``path`` to ``target``,
     both in the tree) or ``"delete"`` (deleted, or moved out of the tree).
     """
 
@@ -317,6 +326,8 @@ class TreeWatcher:
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
         poller.register(self._wake[0], select.POLLIN)
+        resting = select.poll()  # the pause between batches: only stop() ends it early
+        resting.register(self._wake[0], select.POLLIN)
         while not self._stopping:
             ready = poller.poll(_POLL_TIMEOUT_MS)
             if self._stopping:
@@ -325,6 +336,7 @@ class TreeWatcher:
                 with self._lock:
                     if self._fd >= 0:
                         self._read_batch()
+                resting.poll(_BATCH_PAUSE_MS)
 
     # -- reading (self._lock held) -----------------------------------------------------------------
     def _read_batch(self) -> None:
@@ -383,9 +395,9 @@ class TreeWatcher:
                 self._handle_folder(mask, cookie, path, now)
             return
         # (a file event below a folder whose rename is half-read carries the old path: fixed on pairing)
-        if mask & IN_CLOSE_NOWRITE:
+        if mask & IN_OPEN:
             self._emit("read", path, None, now)
-        elif mask & IN_CLOSE_WRITE:
+        elif mask & IN_MODIFY:
             self._emit("write", path, None, now)
         elif mask & IN_CREATE:
             if (wd, name) in self._scanned:
@@ -475,8 +487,12 @@ class TreeWatcher:
         """Append an event, unless it repeats the last one (the kernel merges those, unless it was read in between)."""
         if self._events:
             last = self._events[-1]
-            if last is not None and last.op == op and last.path == path and last.target == target:
-                return
+            if last is not None and last.path == path and last.target == target:
+                if last.op == op or (op == "read" and last.op == "create"):
+                    return  # a repeat, or the open that comes with a create
+                if op == "write" and last.op == "read":
+                    self._events[-1] = WatchEvent(op, path, target, now)  # that open was to write
+                    return
         self._events.append(WatchEvent(op, path, target, now))
 
     # -- watch management (self._lock held, or before the thread starts) ----------------------------

@@ -106,6 +106,22 @@ def test_sqlite_writing_from_this_process_is_a_write(tree, watch):
         assert journal[-1] == "delete"
 
 
+def test_a_database_opened_read_write_but_only_queried_is_a_read(tree, watch):
+    with sqlite3.connect(tree / "existing.db") as db:
+        db.execute("create table t (x)")
+    db.close()
+    (tree / "notes.txt").write_text("unchanged")
+    w = watch()
+    reader = sqlite3.connect(tree / "existing.db")  # SQLite opens O_RDWR even to read
+    assert reader.execute("select count(*) from t").fetchone() == (0,)  # still open at the drain: seen at the open
+    with open(tree / "notes.txt", "r+") as handle:
+        handle.read()
+    seen = ops(w.drain(), tree)
+    reader.close()
+    assert ("read", "existing.db", None) in seen and ("read", "notes.txt", None) in seen
+    assert not [e for e in seen if e[0] == "write"]
+
+
 def test_os_replace_is_one_rename(tree, watch):
     (tree / "out").mkdir()
     w = watch()
@@ -376,7 +392,8 @@ def test_folders_that_cannot_be_watched_are_listed():
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         assert report["unwatched"] == [str(root / "locked")]
-        assert report["events"] == [f"create {root}/open/x.txt", f"write {root}/open/x.txt"]
+        # an empty file created: a create, and no write since nothing changed its content
+        assert report["events"] == [f"create {root}/open/x.txt"]
     finally:
         (base / "project" / "locked").chmod(0o755)
         shutil.rmtree(base)
