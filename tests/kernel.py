@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 from pathlib import Path
@@ -62,3 +63,16 @@ class KernelSession:
     def close(self) -> None:
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=True)
+
+
+def export_in_kernel(kernel: KernelSession, *args: str) -> dict:
+    """Run %capsule export in the kernel and return the capsule as a dict."""
+    out = kernel.ok("import json\n_c = get_ipython().run_line_magic('capsule', " + repr("export " + " ".join(args))
+                    + ")\nprint('RESULT' + json.dumps(_c.to_dict()))")
+    line = next(line for line in out["text"].splitlines() if line.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+def crate_manifest(capsule: dict) -> dict:
+    """``capsule.json`` of an exported folder capsule."""
+    return json.loads((Path(capsule["crate"]) / "capsule.json").read_text())

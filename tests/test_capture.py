@@ -11,19 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from kernel import crate_manifest as _manifest, export_in_kernel as _export
 from helpers import make_notebook
-
-
-def _export(kernel, *args: str) -> dict:
-    """Run %capsule export in the kernel and return the capsule as a dict."""
-    out = kernel.ok("import json\n_c = get_ipython().run_line_magic('capsule', " + repr("export " + " ".join(args))
-                    + ")\nprint('RESULT' + json.dumps(_c.to_dict()))")
-    line = next(line for line in out["text"].splitlines() if line.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
-
-
-def _manifest(capsule: dict) -> dict:
-    return json.loads((Path(capsule["crate"]) / "capsule.json").read_text())
 
 
 def _notebook_from_cells(path: Path, cells: list[tuple[str, str, int | None]]) -> None:

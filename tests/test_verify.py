@@ -221,3 +221,15 @@ def test_repo2docker_would_install_the_crate_binder_requirements(crates):
                             timeout=300)
     output = result.stdout + result.stderr
     assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in output, output[-3000:]
+
+
+def test_the_rerun_kernel_and_its_children_are_traced(tmp_path):
+    from scidex_nbcapsule.verify.rerun import rerun_notebook
+
+    (tmp_path / "in.txt").write_text("b\na\n")
+    nb = make_notebook(tmp_path / "nb.ipynb", "import subprocess\n"
+                       "subprocess.run(['sort', 'in.txt', '-o', 'out.txt'], check=True)")
+    result = rerun_notebook(nb)
+    assert result.problem is None
+    seen = {(e.op, Path(e.path).name) for e in result.accesses if Path(e.path).parent == tmp_path}
+    assert {("read", "in.txt"), ("write", "out.txt")} <= seen

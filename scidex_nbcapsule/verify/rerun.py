@@ -6,11 +6,12 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..capture import VERIFYING_ENV, is_capsule_cell, read_notebook
+from ..capture import VERIFYING_ENV, interposer, is_capsule_cell, read_notebook
+from ..capture.paths import environment_prefixes
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -36,6 +37,9 @@ class RerunResult:
     notebook: Any
     problem: ExecutionProblem | None
     seconds: float
+    #: What the re-run's kernel and its children opened, renamed and deleted (the interposer's record;
+    #: empty where it cannot be built).
+    accesses: list[Any] = field(default_factory=list)
 
 
 def strip_ansi(text: str) -> str:
@@ -63,6 +67,10 @@ def rerun_notebook(path: str | os.PathLike, *, cell_timeout: int = 600, total_ti
     env = dict(os.environ)
     env[VERIFYING_ENV] = "1"
     env.update(extra_env or {})
+    trace = None
+    if interposer.library_path() is not None:  # the re-run is traced like the export's own run
+        trace = interposer.TraceSession.create(skip=environment_prefixes())
+        env.update(trace.env())
     client = NotebookClient(nb, timeout=cell_timeout, km=km, allow_errors=False, record_timing=False,
                             kernel_name=kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"),
                             resources={"metadata": {"path": str(path.parent)}},
@@ -113,13 +121,17 @@ def rerun_notebook(path: str | os.PathLike, *, cell_timeout: int = 600, total_ti
             problem = ExecutionProblem("dead-kernel" if entered else "kernel-start",
                                        f"the kernel could not be run: {type(exc).__name__}: {exc}")
     finally:
+        accesses = []
+        if trace is not None:
+            accesses = trace.read_new()
+            trace.close(remove=True)
         if km is not None:
             try:
                 if run_sync(km.is_alive)() if _is_async(km) else km.is_alive():
                     run_sync(km.shutdown_kernel)(now=True) if _is_async(km) else km.shutdown_kernel(now=True)
             except Exception:  # noqa: BLE001 - best effort; the kernel may already be gone
                 pass
-    return RerunResult(notebook=client.nb, problem=problem, seconds=time.monotonic() - started)
+    return RerunResult(notebook=client.nb, problem=problem, seconds=time.monotonic() - started, accesses=accesses)
 
 
 def _is_async(km: Any) -> bool:

@@ -14,18 +14,7 @@ import nbformat
 import pytest
 
 from helpers import make_notebook, nbcapsule
-from kernel import KernelSession
-
-
-def _export(kernel: KernelSession, *args: str) -> dict:
-    out = kernel.ok("import json\n_c = get_ipython().run_line_magic('capsule', " + repr("export " + " ".join(args))
-                    + ")\nprint('RESULT' + json.dumps(_c.to_dict()))")
-    line = next(line for line in out["text"].splitlines() if line.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
-
-
-def _manifest(capsule: dict) -> dict:
-    return json.loads((Path(capsule["crate"]) / "capsule.json").read_text())
+from kernel import KernelSession, crate_manifest as _manifest, export_in_kernel as _export
 
 
 def test_a_late_load_says_how_many_cells_ran_unobserved(kernel, project):
@@ -48,6 +37,24 @@ def test_a_late_load_says_how_many_cells_ran_unobserved(kernel, project):
     assert manifest["capture"]["late_cells"] == 2
     assert any(p["kind"] == "late-capture" for p in manifest["execution"]["problems"])
     assert any("ran before capture started" in n for n in capsule["notices"])
+
+
+def test_export_rerun_gives_the_complete_capsule_a_late_session_cannot(kernel, project):
+    kernel.ok("early = open('data/input.csv').read()")
+    kernel.ok("%load_ext scidex_nbcapsule")
+    nb = make_notebook(project / "nb.ipynb", "early = open('data/input.csv').read()",
+                       "import subprocess\nsubprocess.run(['cp', 'data/input.csv', 'data/copy.csv'], check=True)")
+    capsule = _export(kernel, "--rerun", "--notebook", str(nb), "--license", "MIT")
+    manifest = _manifest(capsule)
+    roles = {f["path"]: f["role"] for f in capsule["files"]}
+    assert roles["data/input.csv"] == "input" and roles["data/copy.csv"] == "output"
+    assert manifest["capture"]["late_cells"] == 0 and "interposer" in manifest["capture"]["mechanisms"]
+    assert [c["execution_count"] for c in manifest["execution"]["cells"]] == [1, 2]
+    executed = json.loads((Path(capsule["crate"]) / "nb.ipynb").read_text())
+    assert [c.get("execution_count") for c in executed["cells"] if c["cell_type"] == "code"] == [1, 2]
+    # the fresh kernel's files are its capsule's, not this late session's
+    status = kernel.ok("%capsule status")
+    assert "copy.csv" not in "".join(d.get("text/html", "") for d in status["data"])
 
 
 def test_a_live_kernel_without_the_interposer_watches_the_tree(kernel, project):
@@ -159,22 +166,13 @@ def test_an_r_notebook_exported_headless_has_its_files(tmp_path):
     assert json.loads((Path(data["crate"]) / "analysis.ipynb").read_text())["cells"][1]["execution_count"] == 1
 
 
-def test_a_bad_input_gives_the_same_error_with_and_without_execute(tmp_path):
+@pytest.mark.parametrize("bad", [["--input", "no-such-file.csv"], ["--swh-origin", "not a url"]],
+                         ids=["missing-input-checked-before-the-run", "bad-origin-found-inside-the-kernel"])
+def test_a_bad_option_gives_the_same_error_with_and_without_execute(bad, tmp_path):
     project = tmp_path / "p"
     nb = make_notebook(project / "nb.ipynb", "x = 1")
-    plain = nbcapsule("export", str(nb), "--input", "no-such-file.csv", cwd=project)
-    executed = nbcapsule("export", str(nb), "--execute", "--input", "no-such-file.csv", cwd=project)
-    assert plain.returncode == executed.returncode == 2
-    assert "no-such-file.csv does not exist" in plain.stderr
-    assert executed.stderr.strip().splitlines()[-2:] == plain.stderr.strip().splitlines()[-2:]
-    assert "Traceback" not in executed.stderr and "did not report" not in executed.stderr
-
-
-def test_an_error_inside_the_headless_kernel_is_relayed_with_its_reason(tmp_path):
-    project = tmp_path / "p"
-    nb = make_notebook(project / "nb.ipynb", "x = 1")
-    plain = nbcapsule("export", str(nb), "--swh-origin", "not a url", cwd=project)
-    executed = nbcapsule("export", str(nb), "--execute", "--swh-origin", "not a url", cwd=project)
+    plain = nbcapsule("export", str(nb), *bad, cwd=project)
+    executed = nbcapsule("export", str(nb), "--execute", *bad, cwd=project)
     assert plain.returncode == executed.returncode == 2
     assert executed.stderr.strip().splitlines()[-2:] == plain.stderr.strip().splitlines()[-2:]
     assert "Traceback" not in executed.stderr and "did not report" not in executed.stderr
