@@ -9,7 +9,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__, capture, config as config_mod, environment, redaction
 from .selection import late_capture_message, relative as _relative, select_files
@@ -220,7 +220,6 @@ def export_executed(notebook: str | os.PathLike, *, export_argv: Sequence[str] =
     from .execute import run_notebook
     from .errors import ExecutionFailed
     from .crate import open_crate
-    from .manifest import Manifest
 
     path = Path(notebook).expanduser().resolve()
     root = Path(options["project_root"]).resolve() if options.get("project_root") else \
@@ -246,7 +245,7 @@ def export_executed(notebook: str | os.PathLike, *, export_argv: Sequence[str] =
         raise ExecutionFailed(f"the kernel running {notebook} exported nothing",
                               hint="remove a %capsule export cell that was skipped, or export without --execute")
     with open_crate(data["crate"]) as opened:
-        manifest: Manifest = opened.manifest
+        manifest = opened.manifest
     return Capsule(path=Path(data["crate"]), manifest=manifest, checksum=data["checksum"],
                    notices=list(data.get("notices", [])))
 

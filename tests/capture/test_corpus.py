@@ -1,39 +1,67 @@
 """The capture corpus in real kernels: every file each notebook reads and writes is in its capsule, with its role.
 
 Each case runs headless (``export_executed``: a fresh ipykernel, capture from
-the first cell) twice: with the interposer preloaded, and with it switched off
-so that the live-kernel file watcher is the system-level layer. Recall and
-precision must both be 1.0, roles included, and every digest must be that of
-the file's bytes.
+the first cell) with the interposer preloaded, its kernel and children under
+``strace -f``: the project files strace saw must equal the case's expectations,
+so neither the hand-written expectations nor the capture can drift from the
+system. The cases where native code or child processes touch files run again
+with the interposer switched off, so that the file watcher is the system-level
+layer. Recall and precision must both be 1.0, roles included, and every digest
+must be that of the file's bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
+import strace_trace
 from corpus import CASES, Case, available
 from scidex_nbcapsule import api
 
-LAYERS = ("interposer", "inotify")
+#: Cases whose files native code or child processes open, renames and links: where the layers differ.
+WATCHER_CASES = ("pandas-parquet", "h5py", "sqlite3", "netcdf", "shell-commands", "subprocess", "atomic-rename",
+                 "symlinks")
+RUNS = [pytest.param(c, "interposer", id=f"{c.name}-interposer") for c in CASES] + \
+       [pytest.param(c, "inotify", id=f"{c.name}-inotify") for c in CASES if c.name in WATCHER_CASES]
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_case(case: Case, base: Path, monkeypatch, layer: str, *extra: str) -> tuple[api.Capsule, Path, Path]:
-    folder, outside, notebook = case.build(base)
+def run_case(case: Case, base: Path, monkeypatch, layer: str, *extra: str,
+             strace_log: Path | None = None) -> tuple[api.Capsule, Path, Path]:
+    folder, outside, notebook = case.build(base / "run")
     monkeypatch.chdir(folder)
     if layer == "inotify":
         monkeypatch.setenv("NBCAPSULE_INTERPOSER", "0")
+    kernel_name = None
+    if strace_log is not None:
+        strace_trace.install_kernel_spec(base / "jupyter", strace_log)
+        monkeypatch.setenv("JUPYTER_PATH", str(base / "jupyter"))
+        kernel_name = strace_trace.KERNEL_NAME
     include_external = "--include-external" in extra
     capsule = api.export_executed(notebook, export_argv=["--license", "MIT", *extra], license="MIT",
-                                  include_external=include_external, progress=False)
+                                  include_external=include_external, progress=False, kernel_name=kernel_name)
     return capsule, folder, outside
+
+
+def check_against_strace(case: Case, capsule: api.Capsule, folder: Path, log: Path) -> None:
+    """strace's project files equal the case's expectations; their roles agree as far as strace can tell."""
+    seen = strace_trace.strace_files(log, folder.resolve(), exclude=capsule.path.parent.resolve())
+    seen.pop(capsule.manifest.notebook, None)  # read by the export itself, and packed anyway
+    expected_real = {os.path.relpath(os.path.realpath(folder / p), folder.resolve()): role
+                     for p, role in case.expected.items()}
+    assert set(seen) == set(expected_real), "strace saw other project files than the case expects"
+    for path, how in seen.items():
+        # strace cannot tell a read-write open that changed nothing (SQLite reading) from a write
+        allowed = {"read": {"input"}, "output": {"output"}, "written": {"input", "output"}}[how]
+        assert expected_real[path] in allowed, f"{path}: strace saw it {how}, the case says {expected_real[path]}"
 
 
 def payload_roles(capsule: api.Capsule) -> dict[str, str]:
@@ -42,12 +70,19 @@ def payload_roles(capsule: api.Capsule) -> dict[str, str]:
             if f.role in ("input", "output", "code") and f.path != manifest.notebook}
 
 
-@pytest.mark.parametrize("layer", LAYERS)
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize(("case", "layer"), RUNS)
 def test_every_file_the_notebook_touches_is_captured_with_its_role(case, layer, tmp_path, monkeypatch):
     if not available(case):
         pytest.fail(f"{case.name} needs {case.needs}: install the [test] extra")
-    capsule, folder, outside = run_case(case, tmp_path, monkeypatch, layer)
+    traced = layer == "interposer"
+    if traced and shutil.which("strace") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("strace is missing: .ci/run installs Debian's strace")
+        pytest.skip("strace is not installed (Debian package strace)")
+    log = tmp_path / "strace.txt" if traced else None
+    capsule, folder, outside = run_case(case, tmp_path, monkeypatch, layer, strace_log=log)
+    if log is not None:
+        check_against_strace(case, capsule, folder, log)
     manifest = capsule.manifest
     got = payload_roles(capsule)
     expected = case.expected

@@ -1,27 +1,13 @@
-"""The corpus's expectations checked against the system: strace -f of the same notebooks in a real kernel.
-
-The kernel (and every child it starts) runs under ``strace -f``; the project
-files strace saw opened, created or renamed into place are the ground truth.
-They must equal what each case says its code touches, and what the capsule
-holds, so neither the hand-written expectations nor the capture can drift.
-"""
+"""strace as the truth of file access: a kernel spec that runs ipykernel under ``strace -f``, and a reader
+of its log that lists the project files opened, created or renamed into place, with how."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
-
-import pytest
-
-from corpus import CASES, available
-from scidex_nbcapsule import api
-
-pytestmark = pytest.mark.skipif(shutil.which("strace") is None and os.environ.get("CI") != "true",
-                                reason="strace is not installed (Debian package strace; .ci/run installs it)")
 
 _CALL = re.compile(r'^(?P<pid>\d+) +(?P<name>\w+)\((?P<args>.*)\) += (?P<ret>-?\d+)(?:<(?P<fdpath>[^>]*)>)?')
 _RESUMED = re.compile(r'^\d+ +<\.\.\. \w+ resumed>(?P<rest>.*)$')
@@ -30,8 +16,12 @@ _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
 
 
-def _kernel_spec(folder: Path, trace: Path) -> None:
-    spec = folder / "kernels" / "python3-strace"
+KERNEL_NAME = "python3-strace"
+
+
+def install_kernel_spec(folder: Path, trace: Path) -> None:
+    """A kernel spec under ``folder/kernels`` (put ``folder`` on JUPYTER_PATH) whose kernel logs to ``trace``."""
+    spec = folder / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True)
     argv = ["strace", "-f", "-qq", "-y", "-s", "4096", "-o", str(trace),
             "-e", "trace=open,openat,creat,rename,renameat,renameat2,chdir",
@@ -84,31 +74,3 @@ def strace_files(trace: Path, root: Path, exclude: Path) -> dict[str, str]:
         elif name == "chdir" and strings:
             cwd[pid] = os.path.normpath(os.path.join(cwd.get(pid, str(root)), strings[0]))
     return touched
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_strace_sees_what_the_case_expects_and_the_capsule_holds(case, tmp_path, monkeypatch):
-    if not available(case):
-        pytest.fail(f"{case.name} needs {case.needs}: install the [test] extra")
-    folder, outside, notebook = case.build(tmp_path / "run")
-    specs = tmp_path / "jupyter"
-    trace = tmp_path / "strace.txt"
-    _kernel_spec(specs, trace)
-    monkeypatch.setenv("JUPYTER_PATH", str(specs))
-    monkeypatch.chdir(folder)
-    capsule = api.export_executed(notebook, export_argv=["--license", "MIT"], license="MIT", progress=False,
-                                  kernel_name="python3-strace")
-    seen = strace_files(trace, folder.resolve(), exclude=capsule.path.parent.resolve())
-    seen.pop(notebook.name, None)  # read by the export itself, and packed anyway
-    expected_real = {os.path.relpath(os.path.realpath(folder / p), folder.resolve()): role
-                     for p, role in case.expected.items()}
-    assert set(seen) == set(expected_real), "strace saw other project files than the case expects"
-    for path, how in seen.items():
-        # strace cannot tell a read-write open that changed nothing (SQLite reading) from a write
-        allowed = {"read": {"input"}, "output": {"output"}, "written": {"input", "output"}}[how]
-        assert expected_real[path] in allowed, f"{path}: strace saw it {how}, the case says {expected_real[path]}"
-    held = {os.path.relpath(os.path.realpath(folder / (f.link_target or f.path)), folder.resolve()): f.role
-            for f in capsule.manifest.files if f.role in ("input", "output", "code")
-            and f.path != capsule.manifest.notebook}
-    assert held == expected_real
