@@ -3,7 +3,8 @@ loaded) against the same kernel with capture off.
 
 Workloads, timed from the client as a user would feel them: one cell that opens
 and closes a file 10,000 times; a cell that writes and reads back 200 parquet and
-HDF5 files (native code); a cell that runs 200 child processes; and trivial cells.
+HDF5 files (native code); cells that run 200 child processes (``cat`` of a tiny file, the
+worst case, and ``sort`` of 20,000 lines); and trivial cells.
 Capture is switched off and on in one kernel, the two states taking turns, and
 medians are reported, so the ratio survives a busy machine.
 """
@@ -35,7 +36,11 @@ NATIVE_FILES = (
     "        h['x'][:]\n"
 )
 SUBPROCESS_LOOP = "import subprocess\nfor _ in range(200):\n    subprocess.run(['cat', 'data.csv'], stdout=subprocess.DEVNULL)"
-WORKLOADS = {"open_loop_s": OPEN_LOOP, "native_s": NATIVE_FILES, "subprocess_s": SUBPROCESS_LOOP}
+#: A child doing some work: the fixed cost of preloading into each child, against something to do.
+SORT_LOOP = ("import subprocess\nfor _ in range(200):\n"
+             "    subprocess.run(['sort', 'lines.txt', '-o', 'out/sorted.txt'], check=True)")
+WORKLOADS = {"open_loop_s": OPEN_LOOP, "native_s": NATIVE_FILES, "subprocess_s": SUBPROCESS_LOOP,
+             "sort_s": SORT_LOOP}
 
 
 def _time(session: KernelSession, code: str) -> float:
@@ -113,13 +118,15 @@ def run(quick: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="nbcapsule-capture-") as tmp:
         workdir = Path(tmp)
         (workdir / "data.csv").write_text("a,b\n1,2\n")
+        (workdir / "lines.txt").write_text("".join(f"{(i * 7919) % 20000:05d} line\n" for i in range(20000)))
         measured = measure(workdir, cells=cells, rounds=rounds)
     without, with_ext = measured["without"], measured["with"]
     cell_ratio = with_ext["per_cell_s"] / without["per_cell_s"]
     extra_ms = 1000 * (with_ext["per_cell_s"] - without["per_cell_s"])
     names = {"open_loop_s": "capture: 10,000 open()/close() in a cell",
              "native_s": "capture: 200 parquet + HDF5 files written and read",
-             "subprocess_s": "capture: 200 subprocess runs in a cell"}
+             "subprocess_s": "capture: 200 subprocess runs of cat in a cell",
+             "sort_s": "capture: 200 subprocess runs of sort (20,000 lines) in a cell"}
     rows = []
     for key, name in names.items():
         ratio = with_ext[key] / without[key]
