@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import shlex
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,11 +15,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import HTML, display
 
 from . import api, capture
-from .capture import system
-from .selection import late_capture_message
+from .capture import VERIFYING_ENV, system
 from .errors import CapsuleError
-
-from .capture import VERIFYING_ENV
+from .selection import late_capture_message
 
 
 class _Parser(argparse.ArgumentParser):
