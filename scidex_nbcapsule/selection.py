@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from . import capture, redaction
 from .crate import PayloadFile
-from .errors import PathOutsideProject
+from .errors import InputFileError, PathOutsideProject
 from .hashing import sha256_file
 
 #: Where files read outside the project root go in the crate with ``--include-external``.
@@ -104,8 +104,12 @@ def select_files(*, root: Path, notebook: Path, dest: Path, recorder: capture.Re
             original = str(access.path)
             if is_excluded_external(original, excludes):
                 continue
-            entry: dict[str, Any] = {"path": original, "size": access.path.stat().st_size,
-                                     "sha256": sha256_file(access.path)}
+            try:
+                entry: dict[str, Any] = {"path": original, "size": access.path.stat().st_size,
+                                         "sha256": sha256_file(access.path)}
+            except (OSError, InputFileError):  # gone (or unreadable) since it was read: say so with the others
+                seen.missing.append(original)
+                continue
             if access.real is not None and access.real != access.path:
                 entry["link"] = str(access.real)
             if include_external:
