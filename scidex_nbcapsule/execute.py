@@ -24,6 +24,7 @@ from jupyter_core.utils import run_sync
 from . import errors
 from .capture import NOTEBOOK_ENV, SNAPSHOT_ENV, Recorder, find_project_root, interposer, read_notebook, system
 from .capture.paths import environment_prefixes
+from .capture.recorder import AUDIT_HOOK
 from .errors import ExecutionFailed, NotebookError
 
 RESULT_MARK = "__nbcapsule_result__"
@@ -105,7 +106,7 @@ def run_notebook(path: str | os.PathLike, *, capture: bool = True, export_argv: 
             recorder = Recorder(find_project_root(Path(cwd) if cwd else path.parent))
             layer, spots = system.host_layer(recorder.project_root, session)
             recorder.use_system_layer(layer)
-            recorder.mechanisms.remove("audit-hook")  # nothing runs inside this kernel
+            recorder.mechanisms.remove(AUDIT_HOOK)  # nothing runs inside this kernel
             recorder.blind_spots += spots
 
     def save(**_: Any) -> None:

@@ -153,26 +153,28 @@ class Recorder:
         self._cwd_stale = True
 
     def on_rename(self, src: Any, dst: Any, src_dir_fd: Any = None, dst_dir_fd: Any = None) -> None:
-        if src_dir_fd is not None or dst_dir_fd is not None or isinstance(src, int) or isinstance(dst, int):
+        if src_dir_fd is not None or dst_dir_fd is not None:
             return  # relative to a folder descriptor: the system layer reports it with a full path
-        if self._cwd_stale:
-            self._refresh_cwd()
-        try:
-            source, target = (normalise(os.fsdecode(os.fspath(p)), self._cwd) for p in (src, dst))
-        except TypeError:
-            return
-        self._events.append(Access("rename", source, self._segment, AUDIT_HOOK, target))
+        source, target = self._absolute(src), self._absolute(dst)
+        if source is not None and target is not None:
+            self._events.append(Access("rename", source, self._segment, AUDIT_HOOK, target))
 
     def on_remove(self, path: Any, dir_fd: Any = None) -> None:
-        if dir_fd is not None or isinstance(path, int):
-            return
+        absolute = None if dir_fd is not None else self._absolute(path)
+        if absolute is not None:
+            self._events.append(Access("delete", absolute, self._segment, AUDIT_HOOK))
+
+    def _absolute(self, path: Any) -> str | None:
+        """An audit event's path argument, absolute and normal; None for a descriptor or a non-path."""
+        if isinstance(path, int):
+            return None
+        try:
+            raw = os.fsdecode(os.fspath(path))
+        except TypeError:
+            return None
         if self._cwd_stale:
             self._refresh_cwd()
-        try:
-            absolute = normalise(os.fsdecode(os.fspath(path)), self._cwd)
-        except TypeError:
-            return
-        self._events.append(Access("delete", absolute, self._segment, AUDIT_HOOK))
+        return normalise(raw, self._cwd)
 
     def _refresh_cwd(self) -> None:
         try:

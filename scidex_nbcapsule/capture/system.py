@@ -120,13 +120,9 @@ def start_layer(root: Path) -> tuple[SystemLayer | None, list[str]]:
     why = interposer.unavailable_reason() if os.environ.get(interposer.DIR_ENV) else None
     if why:
         reasons.append(why)
-    if os.environ.get("NBCAPSULE_INOTIFY", "1") != "0" and inotify.available():
-        try:
-            return WatcherLayer(root), []
-        except OSError as exc:
-            reasons.append(f"the file watcher could not start: {exc}")
-    else:
-        reasons.append(inotify.unavailable_reason() or "the file watcher is switched off (NBCAPSULE_INOTIFY=0)")
+    watcher = _watcher(root, reasons)
+    if watcher is not None:
+        return watcher, []
     return None, [AUDIT_ONLY_BLIND_SPOT + " (" + "; ".join(reasons) + ")"]
 
 
@@ -134,8 +130,24 @@ def host_layer(root: Path, session: interposer.TraceSession | None) -> tuple[Sys
     """The layer for a kernel recorded from outside (not IPython): its trace, or a watcher of its project."""
     if session is not None:
         return InterposerLayer(session), []
-    reason = interposer.unavailable_reason() or "the interposer is not available"
-    if os.environ.get("NBCAPSULE_INOTIFY", "1") != "0" and inotify.available():
-        return WatcherLayer(root), []
+    reasons = [interposer.unavailable_reason() or "the interposer is not available"]
+    watcher = _watcher(root, reasons)
+    if watcher is not None:
+        return watcher, []
     return None, [AUDIT_ONLY_BLIND_SPOT.replace("are not seen", "are not seen, nor anything else this kernel "
-                                                "does") + f" ({reason})"]
+                                                "does") + " (" + "; ".join(reasons) + ")"]
+
+
+def _watcher(root: Path, reasons: list[str]) -> WatcherLayer | None:
+    """A file watcher of ``root`` when one can run; otherwise why not, added to ``reasons``."""
+    if os.environ.get("NBCAPSULE_INOTIFY", "1") == "0":
+        reasons.append("the file watcher is switched off (NBCAPSULE_INOTIFY=0)")
+        return None
+    if not inotify.available():
+        reasons.append(inotify.unavailable_reason() or "the file watcher is not available")
+        return None
+    try:
+        return WatcherLayer(root)
+    except OSError as exc:
+        reasons.append(f"the file watcher could not start: {exc}")
+        return None
