@@ -4,6 +4,9 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# registry `make demo` registers into: empty = notebooks/registry.sqlite3 in this clone; `make demo DB=URL`
+# (sqlite:///path or postgresql://...) for another. `:=`, not `?=`: a DB variable in the environment is ignored.
+DB :=
 
 .PHONY: venv demo test test-fast bench clean
 
@@ -19,7 +22,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python notebooks/run_demo.py
+	$(BIN)/python notebooks/run_demo.py $(if $(DB),--db '$(DB)')
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -31,4 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf notebooks/capsules notebooks/results .pytest_cache
+	rm -rf notebooks/capsules notebooks/results notebooks/registry.sqlite3* .pytest_cache
