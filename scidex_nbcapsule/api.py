@@ -9,13 +9,14 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from . import __version__, capture, config as config_mod, environment, redaction
 from .selection import late_capture_message, relative as _relative, select_files
 from .crate import CratePlan, PayloadFile, write_crate
 from .errors import CapsuleError, NotebookError, PathOutsideProject
 from .manifest import ExecutionRecord, Manifest, Problem, new_capsule_id, utc_now
+from .options import ExportOptions
 
 
 #: How Binder installs this package next to the analysis's pins (override: ``binder_requirement`` in config).
@@ -106,41 +107,49 @@ def _notebook_and_content(notebook: str | os.PathLike | None, recorder: capture.
     return path, content_path, nb, saved_at
 
 
-def export(notebook: str | os.PathLike | None = None, *, inputs: Sequence[str | os.PathLike] = (),
-           outputs: Sequence[str | os.PathLike] = (), dest: str | os.PathLike | None = None, fmt: str = "folder",
-           title: str | None = None, description: str | None = None, license: str | None = None,
-           authors: Sequence[str] | None = None, identifier: str | None = None, exclude: Sequence[str] = (),
-           allow_secrets: Sequence[str | os.PathLike] = (), link_large: int | None = None,
-           project_root: str | os.PathLike | None = None, swh_origin: str | None = None,
-           swh_snapshot: str | None = None, recorder: capture.Recorder | None = None,
-           user_ns: dict | None = None, progress: bool | Callable[[int, int], None] = True,
-           include_external: bool = False, notebook_content: str | os.PathLike | None = None) -> Capsule:
+def export(notebook: str | os.PathLike | None = None, options: ExportOptions | None = None, *,
+           recorder: capture.Recorder | None = None, user_ns: dict | None = None,
+           progress: bool | Callable[[int, int], None] = True, notebook_content: str | os.PathLike | None = None,
+           **changes: Any) -> Capsule:
     """Export a notebook analysis as a capsule (an RO-Crate) and return it.
 
     Inside a kernel with the extension loaded, what the kernel recorded (cells
     run, files read and written) is used; elsewhere the notebook and the files
-    named in ``inputs``/``outputs`` are packed as they are on disk. Files read outside
-    the project root are listed; ``include_external`` packs them under ``external/``.
+    named in ``options.inputs``/``outputs`` are packed as they are on disk. Files read
+    outside the project root are listed; ``include_external`` packs them under ``external/``.
+    ``changes`` are :class:`ExportOptions` fields given one by one (``export(nb, license="MIT")``).
     ``notebook_content`` is the executed copy to pack when it differs from the file at
     ``notebook`` (a headless run of a non-Python kernel).
     """
+    opts = _options(options, changes)
     if recorder is None:
         recorder = capture.current_recorder()
     with capture.paused(), capture.io_pool() as executor:
-        return _export(notebook, inputs=inputs, outputs=outputs, dest=dest, fmt=fmt, title=title,
-                       description=description, license=license, authors=authors, identifier=identifier,
-                       exclude=exclude, allow_secrets=allow_secrets, link_large=link_large,
-                       project_root=project_root, swh_origin=swh_origin, swh_snapshot=swh_snapshot,
-                       recorder=recorder, user_ns=user_ns, progress=progress, executor=executor,
-                       include_external=include_external, notebook_content=notebook_content)
+        capsule = _export(notebook, opts, recorder=recorder, user_ns=user_ns, progress=progress, executor=executor,
+                          notebook_content=notebook_content)
+        if opts.bagit:
+            from .archive import run_archival
+
+            bag = run_archival("bagit", capsule.path, manifest=capsule.manifest)  # just sealed: no re-read
+            capsule.notices.append(f"BagIt bag written to {bag.location}")
+    return capsule
 
 
-def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license, authors, identifier, exclude,
-            allow_secrets, link_large, project_root, swh_origin, swh_snapshot, recorder, user_ns,
-            progress, executor=None, include_external=False, notebook_content=None) -> Capsule:
+def _options(options: ExportOptions | None, changes: dict[str, Any]) -> ExportOptions:
+    if options is not None and not isinstance(options, ExportOptions):
+        raise TypeError(f"options must be an ExportOptions, not {type(options).__name__}")
+    try:
+        return dataclasses.replace(options or ExportOptions(), **changes)
+    except TypeError as exc:  # an unknown keyword: the message names it
+        raise TypeError(f"export(): {exc}; the options are the fields of ExportOptions") from None
+
+
+def _export(notebook: str | os.PathLike | None, opts: ExportOptions, *, recorder: capture.Recorder | None,
+            user_ns: dict | None, progress: bool | Callable[[int, int], None], executor: Any = None,
+            notebook_content: str | os.PathLike | None = None) -> Capsule:
     nb_path, content_path, nb, saved_at = _notebook_and_content(notebook, recorder, user_ns, notebook_content)
-    if project_root is not None:
-        root = Path(project_root).resolve()
+    if opts.project_root is not None:
+        root = Path(opts.project_root).resolve()
     elif recorder is not None and (recorder.project_root == nb_path.parent or recorder.project_root in nb_path.parents):
         root = recorder.project_root
     else:
@@ -150,27 +159,25 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
     base = Path(os.getcwd())
     cfg = config_mod.load_config(nb_path.parent, root)
     notices: list[str] = []
-    license_id, notice = config_mod.resolve_license(license, cfg)
+    license_id, notice = config_mod.resolve_license(opts.license, cfg)
     if notice:
         notices.append(notice)
-    people = config_mod.resolve_authors(list(authors) if authors else None, cfg, cwd=nb_path.parent)
+    people = config_mod.resolve_authors(list(opts.authors) if opts.authors else None, cfg, cwd=nb_path.parent)
     if not people:
         notices.append("no author known: set authors in [tool.nbcapsule] or pass --author NAME")
-    dest_path = Path(dest).expanduser().resolve() if dest else nb_path.parent / "capsules"
-    excludes = list(exclude) + list(cfg.get("exclude", []) or [])
+    dest_path = Path(opts.dest).expanduser().resolve() if opts.dest else nb_path.parent / "capsules"
+    excludes = list(opts.exclude) + list(cfg.get("exclude", []) or [])
     if recorder is not None:
         excludes += recorder.excludes
-    chosen = select_files(root=root, notebook=nb_path, dest=dest_path, recorder=recorder, inputs=inputs,
-                          outputs=outputs, excludes=excludes, allow_secrets=allow_secrets, base=base,
-                          include_external=include_external)
+    chosen = select_files(root=root, notebook=nb_path, dest=dest_path, recorder=recorder, inputs=opts.inputs,
+                          outputs=opts.outputs, excludes=excludes, allow_secrets=opts.allow_secrets, base=base,
+                          include_external=opts.include_external)
     files, withheld, screen = chosen.files, chosen.withheld, chosen.screen
     notices += chosen.notices
     nb_clean, nb_withheld = redaction.scrub_notebook(nb, redaction.secret_values(dict(os.environ)))
     withheld += nb_withheld
     if nb_withheld:
-        import nbformat
-
-        notebook_bytes = (nbformat.writes(nb_clean) + "\n").encode("utf-8")
+        notebook_bytes = capture.notebook_bytes(nb_clean)
     else:
         notebook_bytes = content_path.read_bytes()  # byte for byte what was saved, so git's blob id holds
     snap = environment.snapshot(imported_modules=list(sys.modules))
@@ -179,8 +186,8 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
     execution = _execution_record(nb, recorder, saved_at, chosen.per_segment)
     manifest = Manifest(
         capsule_id=new_capsule_id(),
-        title=title or cfg.get("title") or _notebook_title(nb, nb_path),
-        description=description or cfg.get("description") or "",
+        title=opts.title or cfg.get("title") or _notebook_title(nb, nb_path),
+        description=opts.description or cfg.get("description") or "",
         license=license_id,
         created_at=utc_now(),
         notebook=_relative(nb_path, root),
@@ -188,46 +195,46 @@ def _export(notebook, *, inputs, outputs, dest, fmt, title, description, license
         authors=people,
         execution=execution,
         environment_digest=snap.digest,
-        identifier=identifier or cfg.get("identifier"),
+        identifier=opts.identifier or cfg.get("identifier"),
         withheld=withheld,
         capture=chosen.capture,
         external_inputs=chosen.external_inputs,
     )
-    identify, generated = _source_references(manifest, nb_path, files, swh_origin, swh_snapshot)
+    identify, generated = _source_references(manifest, nb_path, files, opts.swh_origin, opts.swh_snapshot)
     from .verify.binder import reverify_notebook
 
     generated["reverify.ipynb"] = reverify_notebook(manifest)
     plan = CratePlan(manifest=manifest, files=files, notebook_bytes=notebook_bytes, environment=snap.data,
                      requirements=environment.pinned_requirements(snap), generated=generated,
                      binder_requirement=cfg.get("binder_requirement") or BINDER_REQUIREMENT,
-                     link_large=link_large, progress=_progress_callback(progress, files), identify=identify,
+                     link_large=opts.link_large, progress=_progress_callback(progress, files), identify=identify,
                      executor=executor, screen=screen)
-    path, sealed, checksum = write_crate(plan, dest_path, fmt=fmt)
+    path, sealed, checksum = write_crate(plan, dest_path, fmt=opts.fmt)
     if sealed.withheld:
         notices.append(f"{len(sealed.withheld)} item(s) withheld as secrets (see 'withheld' in capsule.json); include a "
                        "file on purpose with --allow-secret PATH")
     return Capsule(path=path, manifest=sealed, checksum=checksum, notices=notices)
 
 
-def export_executed(notebook: str | os.PathLike, *, export_argv: Sequence[str] = (), timeout: int = 600,
-                    kernel_name: str | None = None, **options: Any) -> Capsule:
+def export_executed(notebook: str | os.PathLike, options: ExportOptions | None = None, *, timeout: int = 600,
+                    kernel_name: str | None = None, progress: bool | Callable[[int, int], None] = True,
+                    **changes: Any) -> Capsule:
     """Run ``notebook`` top to bottom in a fresh kernel with capture on from the first cell, then export that run.
 
-    ``options`` are :func:`export`'s keyword arguments and ``export_argv`` the same as
-    ``%capsule export`` arguments, for the IPython kernel that exports itself. Paths the
-    user named are checked first, so a typo fails before a long run, with the same error.
+    An IPython kernel exports itself with the same options (as ``%capsule export`` arguments); for
+    another kernel the export happens here, from what was seen of it. Paths the user named are
+    checked first, so a typo fails before a long run, with the same error.
     """
     from .execute import run_notebook
     from .errors import ExecutionFailed
     from .crate import open_crate
 
+    opts = _options(options, changes).absolute()  # the kernel starts in the notebook's folder, not ours
     path = Path(notebook).expanduser().resolve()
-    root = Path(options["project_root"]).resolve() if options.get("project_root") else \
-        capture.find_project_root(path.parent)
-    base = Path(os.getcwd())
-    for given in [*options.get("inputs", ()), *options.get("outputs", ()), *options.get("allow_secrets", ())]:
-        capture.resolve_in_project(given, root, base=base)
-    result = run_notebook(path, export_argv=list(export_argv), cell_timeout=timeout, kernel_name=kernel_name)
+    root = Path(opts.project_root) if opts.project_root else capture.find_project_root(path.parent)
+    for given in [*opts.inputs, *opts.outputs, *opts.allow_secrets]:
+        capture.resolve_in_project(given, root)
+    result = run_notebook(path, export_argv=opts.to_argv(), cell_timeout=timeout, kernel_name=kernel_name)
     if result.error:
         raise ExecutionFailed(f"running {notebook} failed, so nothing was exported:\n{result.error}",
                               hint="fix the failing cell, then export again")
@@ -239,7 +246,7 @@ def export_executed(notebook: str | os.PathLike, *, export_argv: Sequence[str] =
         with tempfile.TemporaryDirectory(prefix="nbcapsule-executed-") as tmp:
             executed = Path(tmp, path.name)
             nbformat.write(result.notebook, str(executed))
-            return export(path, recorder=result.recorder, notebook_content=executed, **options)
+            return export(path, opts, recorder=result.recorder, notebook_content=executed, progress=progress)
     data = result.capsule
     if not data:
         raise ExecutionFailed(f"the kernel running {notebook} exported nothing",
@@ -353,4 +360,4 @@ def open_capsule(location: str | os.PathLike):
     return open_crate(location)
 
 
-__all__ = ["Capsule", "export", "export_executed", "open_capsule", "CapsuleError"]
+__all__ = ["Capsule", "ExportOptions", "export", "export_executed", "open_capsule", "CapsuleError"]

@@ -17,6 +17,7 @@ from IPython.display import HTML, display
 from . import api, capture
 from .capture import VERIFYING_ENV, system
 from .errors import CapsuleError
+from .options import ExportOptions
 from .selection import late_capture_message
 
 
@@ -36,74 +37,6 @@ class _Done(Exception):
     pass
 
 
-def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    text = text.strip().lower().rstrip("ib").rstrip("b")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
-def add_export_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``%capsule export`` and ``nbcapsule export``."""
-    parser.add_argument("--input", dest="inputs", action="append", default=[], metavar="PATH",
-                        help="a file or folder the analysis read that capture cannot see (repeatable)")
-    parser.add_argument("--output", dest="outputs", action="append", default=[], metavar="PATH",
-                        help="a file or folder the analysis wrote (repeatable)")
-    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                        help="leave out files matching GLOB (repeatable)")
-    parser.add_argument("--dest", metavar="DIR", help="folder to write the capsule in (default: capsules/ beside "
-                        "the notebook)")
-    fmt = parser.add_mutually_exclusive_group()
-    fmt.add_argument("--zip", action="store_const", dest="fmt", const="zip", help="write one .zip instead of a folder")
-    fmt.add_argument("--eln", action="store_const", dest="fmt", const="eln",
-                     help="write an .eln file (zipped RO-Crate for electronic lab notebooks)")
-    parser.add_argument("--title", help="capsule title (default: the notebook's first heading)")
-    parser.add_argument("--description")
-    parser.add_argument("--license", metavar="SPDX", help="SPDX license id, e.g. CC-BY-4.0 (default from config)")
-    parser.add_argument("--author", dest="authors", action="append", metavar="NAME", help="author (repeatable)")
-    parser.add_argument("--identifier", metavar="DOI_OR_URL", help="citable identifier (DOI or URL) of the capsule")
-    parser.add_argument("--allow-secret", dest="allow_secrets", action="append", default=[], metavar="PATH",
-                        help="include a file even though it looks like it holds credentials")
-    parser.add_argument("--link-large", type=_size, metavar="SIZE",
-                        help="record files above SIZE (e.g. 500M) by digest and location instead of copying them")
-    parser.add_argument("--swh-origin", metavar="URL", help="Software Heritage origin URL of the code")
-    parser.add_argument("--swh-snapshot", metavar="SWHID", help="Software Heritage snapshot id (swh:1:snp:...)")
-    parser.add_argument("--bagit", action="store_true", help="also pack the crate as a BagIt bag")
-    parser.add_argument("--include-external", action="store_true",
-                        help="pack files the analysis read outside the project root under external/ (they are "
-                        "always listed in capsule.json)")
-    parser.set_defaults(fmt="folder")
-
-
-def export_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(inputs=args.inputs, outputs=args.outputs, exclude=args.exclude, dest=args.dest, fmt=args.fmt,
-                title=args.title, description=args.description, license=args.license, authors=args.authors,
-                identifier=args.identifier, allow_secrets=args.allow_secrets, link_large=args.link_large,
-                swh_origin=args.swh_origin, swh_snapshot=args.swh_snapshot, include_external=args.include_external)
-
-
-def export_argv(args: argparse.Namespace) -> list[str]:
-    """The export options again as arguments, for the ``%capsule export`` a headless kernel runs."""
-    argv: list[str] = []
-    for flag, values in (("--input", args.inputs), ("--output", args.outputs), ("--exclude", args.exclude),
-                         ("--author", args.authors or []), ("--allow-secret", args.allow_secrets)):
-        for value in values:
-            argv += [flag, str(value)]
-    for flag, value in (("--dest", args.dest), ("--title", args.title), ("--description", args.description),
-                        ("--license", args.license), ("--identifier", args.identifier),
-                        ("--link-large", args.link_large), ("--swh-origin", args.swh_origin),
-                        ("--swh-snapshot", args.swh_snapshot)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.fmt != "folder":
-        argv.append(f"--{args.fmt}")
-    for flag, on in (("--bagit", args.bagit), ("--include-external", args.include_external)):
-        if on:
-            argv.append(flag)
-    return argv
-
-
 def _subcommands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:
     def export(p: argparse.ArgumentParser) -> None:
         p.add_argument("--notebook", metavar="PATH", help="the notebook file, when the front end does not say")
@@ -111,7 +44,7 @@ def _subcommands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], N
                        help="run the saved notebook top to bottom in a fresh kernel with capture on, and export "
                        "that run (the complete capsule when this kernel's history is not)")
         p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell with --rerun")
-        add_export_options(p)
+        ExportOptions.add_arguments(p)
 
     def paths(p: argparse.ArgumentParser) -> None:
         p.add_argument("paths", nargs="*", metavar="PATH")
@@ -221,18 +154,12 @@ class CapsuleMagics(Magics):
         if args.rerun:
             notebook = Path(args.notebook).resolve() if args.notebook else capture.find_notebook(self.shell.user_ns)
             with capture.paused():  # the fresh kernel's files are its own capsule's, not this session's
-                capsule = api.export_executed(notebook, export_argv=export_argv(args), timeout=args.timeout,
-                                              **export_kwargs(args))
+                capsule = api.export_executed(notebook, ExportOptions.from_namespace(args), timeout=args.timeout)
             self.last = capsule
             return capsule
-        capsule = api.export(args.notebook, recorder=self.recorder, user_ns=self.shell.user_ns, **export_kwargs(args))
+        capsule = api.export(args.notebook, ExportOptions.from_namespace(args), recorder=self.recorder,
+                             user_ns=self.shell.user_ns)
         self.last = capsule
-        if args.bagit:
-            from .archive import run_archival
-
-            with capture.paused():  # the bag's reads and writes are ours, not the analysis's
-                result = run_archival("bagit", capsule.path, manifest=capsule.manifest)
-            capsule.notices.append(f"BagIt bag written to {result.location}")
         for problem in capsule.problems:
             if problem.kind == "stale-notebook":
                 print(f"warning: {problem.message}")

@@ -23,6 +23,7 @@ import ipywidgets as widgets
 
 from . import capture
 from .errors import CapsuleError
+from .options import ExportOptions
 
 _esc = html.escape
 _SWH_BROWSE = "https://archive.softwareheritage.org/"
@@ -224,10 +225,11 @@ class CapsuleToolbar(widgets.VBox):
         def progress(done: int, total: int) -> None:
             self.progress.value = done / total if total else 1.0
 
-        authors = [a.strip() for a in self.author.value.split(";") if a.strip()] or None
-        capsule = api.export(self.notebook, recorder=self._recorder(), user_ns=self.user_ns,
-                             title=self.title.value.strip() or None, license=self.license.value.strip() or None,
-                             authors=authors, progress=progress)
+        authors = [a.strip() for a in self.author.value.split(";") if a.strip()]
+        options = ExportOptions(title=self.title.value.strip() or None, license=self.license.value.strip() or None,
+                                authors=authors)
+        capsule = api.export(self.notebook, options, recorder=self._recorder(), user_ns=self.user_ns,
+                             progress=progress)
         self.capsule = capsule
         if self.magics is not None:
             self.magics.last = capsule

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..options import ExportOptions
 from . import print_json
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from ..magics import add_export_options
-
     p = sub.add_parser("export", help="export a notebook analysis as a capsule (RO-Crate)",
                        description="Export NOTEBOOK, its inputs, outputs and environment as an RO-Crate capsule.")
     p.add_argument("notebook", metavar="NOTEBOOK")
@@ -19,7 +18,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell with --execute")
     p.add_argument("--validate", action="store_true", help="check the crate with the RO-Crate validator")
     p.add_argument("--json", action="store_true", help="print one JSON object describing the capsule")
-    add_export_options(p)
+    ExportOptions.add_arguments(p)
     p.set_defaults(handler=export_command)
 
     v = sub.add_parser("validate", help="check a crate with the RO-Crate validator (offline)")
@@ -31,27 +30,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .. import api
-    from ..magics import export_argv, export_kwargs
 
-    if args.dest:
-        args.dest = str(Path(args.dest).resolve())
-    args.inputs = [str(Path(p).resolve()) for p in args.inputs]
-    args.outputs = [str(Path(p).resolve()) for p in args.outputs]
-    args.allow_secrets = [str(Path(p).resolve()) for p in args.allow_secrets]
+    options = ExportOptions.from_namespace(args).absolute()
     if args.execute:
-        data = api.export_executed(args.notebook, export_argv=export_argv(args), timeout=args.timeout,
-                                   progress=not args.json, **export_kwargs(args)).to_dict()
+        capsule = api.export_executed(args.notebook, options, timeout=args.timeout, progress=not args.json)
     else:
-        capsule = api.export(args.notebook, progress=not args.json, **export_kwargs(args))
-        if args.bagit:
-            from ..archive import run_archival
-
-            bag = run_archival("bagit", capsule.path, manifest=capsule.manifest)  # just sealed: no re-read
-            capsule.notices.append(f"BagIt bag written to {bag.location}")
-        data = capsule.to_dict()
+        capsule = api.export(args.notebook, options, progress=not args.json)
+    data = capsule.to_dict()
     if args.validate:
         from ..validation import validate_crate
 
