@@ -22,7 +22,8 @@ from typing import Any
 from jupyter_core.utils import run_sync
 
 from . import errors
-from .capture import NOTEBOOK_ENV, SNAPSHOT_ENV, Recorder, find_project_root, interposer, read_notebook, system
+from .capture import (NOTEBOOK_ENV, SNAPSHOT_ENV, Recorder, as_nbformat, find_project_root, interposer, read_notebook,
+                      system)
 from .capture.paths import environment_prefixes
 from .capture.recorder import AUDIT_HOOK
 from .errors import ExecutionFailed, NotebookError
@@ -87,7 +88,7 @@ def run_notebook(path: str | os.PathLike, *, capture: bool = True, export_argv: 
     import nbformat
 
     path = Path(path).resolve()
-    nb = read_notebook(path)
+    nb = as_nbformat(read_notebook(path))
     kernel_name = kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3")
     self_recording = capture and is_ipython_kernel(kernel_name)
     started = time.monotonic()

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from .audit import attach, current_recorder, detach, pause_this_thread, paused
 from .iopool import IO_THREADS, io_pool, ordered_map
-from .notebook import (NOTEBOOK_ENV, NOTEBOOK_PARAMETER, SNAPSHOT_ENV, VERIFYING_ENV, find_notebook, is_capsule_cell,
-                       read_notebook, sha256_text)
+from .notebook import (NOTEBOOK_ENV, NOTEBOOK_PARAMETER, SNAPSHOT_ENV, VERIFYING_ENV, NotebookNode, as_nbformat,
+                       find_notebook, is_capsule_cell, notebook_bytes, read_notebook, sha256_text)
 from .order import analyse_order
 from .paths import IGNORED_PARTS, find_project_root, is_environment_path, is_excluded, resolve_in_project
 from .recorder import Access, FileAccess, Observation, Recorder
 
 __all__ = [
-    "Access", "FileAccess", "IGNORED_PARTS", "IO_THREADS", "NOTEBOOK_ENV", "NOTEBOOK_PARAMETER", "Observation",
-    "Recorder", "SNAPSHOT_ENV", "VERIFYING_ENV", "analyse_order", "attach", "current_recorder", "detach", "find_notebook",
-    "find_project_root", "io_pool", "is_capsule_cell", "is_environment_path", "is_excluded", "ordered_map", "pause_this_thread",
-    "paused", "read_notebook", "resolve_in_project", "sha256_text",
+    "Access", "analyse_order", "as_nbformat", "attach", "current_recorder", "detach", "FileAccess",
+    "find_notebook", "find_project_root", "IGNORED_PARTS", "io_pool", "IO_THREADS", "is_capsule_cell",
+    "is_environment_path", "is_excluded", "notebook_bytes", "NOTEBOOK_ENV", "NOTEBOOK_PARAMETER",
+    "NotebookNode", "Observation", "ordered_map", "pause_this_thread", "paused", "read_notebook", "Recorder",
+    "resolve_in_project", "sha256_text", "SNAPSHOT_ENV", "VERIFYING_ENV",
 ]

@@ -53,25 +53,166 @@ def find_notebook(user_ns: dict[str, Any] | None = None, *, root_dir: str | None
         hint="pass it explicitly: %capsule export --notebook PATH  (or nbcapsule export PATH)")
 
 
-def read_notebook(path: Path, *, as_version: int = 4):
-    import nbformat
+class NotebookNode(dict):
+    """A notebook read from JSON: a dict whose keys also read and write as attributes (``nb.cells``,
+    ``cell.source``), as nbformat's NotebookNode, which :func:`as_nbformat` turns it into for nbclient."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+
+def _node(value: Any) -> Any:
+    if isinstance(value, dict):
+        return NotebookNode((k, _node(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_node(v) for v in value]
+    return value
+
+
+#: Output fields that nbformat stores split into lines on disk and joins on reading.
+_SPLIT_MIMES = ("application/javascript", "image/svg+xml")
+
+
+def _joined(bundle: dict[str, Any]) -> None:
+    for key, value in bundle.items():
+        if isinstance(value, list) and (key.startswith("text/") or key in _SPLIT_MIMES):
+            bundle[key] = "".join(value)
+
+
+def _rejoin(nb: NotebookNode) -> None:
+    """Multi-line text as one string, and no transient fields: what ``nbformat.read`` gives for version 4."""
+    for key in ("orig_nbformat", "orig_nbformat_minor", "signature"):
+        nb.metadata.pop(key, None)
+    for cell in nb.cells:
+        cell.metadata.pop("trusted", None)
+        if isinstance(cell.get("source"), list):
+            cell["source"] = "".join(cell["source"])
+        for attachment in (cell.get("attachments") or {}).values():
+            _joined(attachment)
+        if cell.get("cell_type") != "code":
+            continue
+        for output in cell.get("outputs", []):
+            kind = output.get("output_type", "")
+            if kind in ("execute_result", "display_data"):
+                _joined(output.get("data", {}))
+            elif kind and isinstance(output.get("text", ""), list):
+                output["text"] = "".join(output["text"])
+
+
+_SCHEMA_CHECKS: dict[int, Any] = {}
+
+
+def _schema_check(minor: int) -> Any:
+    """nbformat's own JSON Schema for 4.``minor``, compiled by fastjsonschema (as nbformat does), read from
+    nbformat's files without importing nbformat, whose import pulls in jsonschema (seconds)."""
+    import importlib.util
+    import json
+
+    import fastjsonschema
+
+    minor = min(max(minor, 0), 5)
+    if minor not in _SCHEMA_CHECKS:
+        spec = importlib.util.find_spec("nbformat")
+        if spec is None or not spec.submodule_search_locations:
+            raise NotebookError("nbformat is not installed", hint="pip install nbformat")
+        folder = Path(list(spec.submodule_search_locations)[0], "v4")
+        schema = json.loads((folder / f"nbformat.v4.{minor}.schema.json").read_text("utf-8"))
+        _SCHEMA_CHECKS[minor] = fastjsonschema.compile(schema)
+    return _SCHEMA_CHECKS[minor]
+
+
+def read_notebook(path: Path) -> NotebookNode:
+    """The notebook at ``path``, checked against nbformat's schema, as a :class:`NotebookNode`.
+
+    Version 4 notebooks (every Jupyter since 2015) are read here, quickly; older ones go through
+    nbformat's converter.
+    """
+    import json
+
+    import fastjsonschema
 
     try:
-        with open(path, encoding="utf-8") as handle:
-            nb = nbformat.read(handle, as_version=as_version)
+        data = json.loads(Path(path).read_bytes())
     except FileNotFoundError as exc:
         raise NotebookError(f"notebook {path} does not exist", hint="check the path") from exc
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise NotebookError(f"notebook {path} is not a valid .ipynb file: {exc}",
                             hint="open it in Jupyter and save it again, or restore it from version control") from exc
     except OSError as exc:
         raise NotebookError(f"notebook {path} cannot be read: {exc.strerror or exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("nbformat"), int):
+        raise NotebookError(f"notebook {path} is not a valid .ipynb file: it says no nbformat version",
+                            hint="open it in Jupyter and save it again, or restore it from version control")
+    if data["nbformat"] != 4:
+        return _read_converted(path)
+    minor = data.get("nbformat_minor")
     try:
+        _schema_check(minor if isinstance(minor, int) else 5)(data)
+    except fastjsonschema.JsonSchemaException as exc:
+        raise NotebookError(f"notebook {path} does not follow the nbformat schema: {exc}",
+                            hint="open it in Jupyter and save it again") from exc
+    ids = [cell.get("id") for cell in data["cells"] if "id" in cell]
+    if len(set(ids)) != len(ids):
+        raise NotebookError(f"notebook {path} gives two cells the same id",
+                            hint="open it in Jupyter and save it again (Jupyter gives each cell its own id)")
+    nb = _node(data)
+    _rejoin(nb)
+    return nb
+
+
+def _read_converted(path: Path) -> NotebookNode:
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(path), as_version=4)
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
         raise NotebookError(f"notebook {path} does not follow the nbformat schema: {exc.message}",
                             hint="open it in Jupyter and save it again") from exc
-    return nb
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise NotebookError(f"notebook {path} is not a valid .ipynb file: {exc}",
+                            hint="open it in Jupyter and save it again, or restore it from version control") from exc
+    return _node(nb)
+
+
+def _split(bundle: dict[str, Any]) -> None:
+    for key, value in bundle.items():
+        if isinstance(value, str) and (key.startswith("text/") or key in _SPLIT_MIMES):
+            bundle[key] = value.splitlines(True)
+
+
+def notebook_bytes(nb: dict[str, Any]) -> bytes:
+    """``nb`` as ``nbformat.write`` saves it (text split into lines, keys sorted, one-space indent), without
+    importing nbformat."""
+    import copy
+    import json
+
+    disk = copy.deepcopy(dict(nb))
+    for cell in disk.get("cells", []):
+        if isinstance(cell.get("source"), str):
+            cell["source"] = cell["source"].splitlines(True)
+        for attachment in (cell.get("attachments") or {}).values():
+            _split(attachment)
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            if output.get("output_type") in ("execute_result", "display_data"):
+                _split(output.get("data", {}))
+            elif output.get("output_type") == "stream" and isinstance(output.get("text"), str):
+                output["text"] = output["text"].splitlines(True)
+    text = json.dumps(disk, indent=1, sort_keys=True, separators=(",", ": "), ensure_ascii=False)
+    return (text + "\n").encode("utf-8")
+
+
+def as_nbformat(nb: NotebookNode) -> Any:
+    """The same notebook as nbformat's NotebookNode, for nbclient and ``nbformat.write``."""
+    import nbformat
+
+    return nbformat.from_dict(nb)
 
 
 def is_capsule_cell(source: str) -> bool:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
+from ..capture.notebook import notebook_bytes
 from ..errors import ConfigError
 from ..manifest import Manifest
 
@@ -22,12 +24,9 @@ _GITHUB_RE = re.compile(r"^/(?P<owner>[A-Za-z0-9](?:[A-Za-z0-9-]{0,38}))/(?P<rep
 
 def reverify_notebook(manifest: Manifest) -> bytes:
     """The bytes of ``reverify.ipynb``: deterministic, so the same manifest always gives the same file."""
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
     title = manifest.title.replace("\n", " ")
     cells = [
-        nbformat.v4.new_markdown_cell(
+        _cell("markdown",
             f"# Re-verify: {title}\n\n"
             f"Capsule `{manifest.capsule_id}`. Running this notebook checks that every file of the capsule is "
             "intact (SHA-256 fixity), re-executes "
@@ -36,7 +35,7 @@ def reverify_notebook(manifest: Manifest) -> bytes:
             "It installs nothing: on Binder the capsule's `binder/` folder has already built the environment it "
             "records. The verdict is one of `verified`, `verified-within-tolerance`, `mismatch`, "
             "`execution-failed` or `fixity-failed`."),
-        nbformat.v4.new_code_cell(
+        _cell("code",
             "try:\n"
             "    from scidex_nbcapsule.verify import verify\n"
             "except ImportError:\n"
@@ -45,16 +44,23 @@ def reverify_notebook(manifest: Manifest) -> bytes:
             "\n"
             "report = verify('.', record=False)\n"
             "report"),
-        nbformat.v4.new_markdown_cell("The same check from a terminal (exit code 0 means verified):"),
-        nbformat.v4.new_code_cell("!nbcapsule verify . --json"),
+        _cell("markdown", "The same check from a terminal (exit code 0 means verified):"),
+        _cell("code", "!nbcapsule verify . --json"),
     ]
     for index, cell in enumerate(cells):
         cell["id"] = f"reverify-{index}"
-    nb.cells = cells
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.metadata["scidex_nbcapsule"] = {"capsule_id": manifest.capsule_id, "role": "reverify"}
-    return (nbformat.writes(nb) + "\n").encode("utf-8")
+    metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                "language_info": {"name": "python"},
+                "scidex_nbcapsule": {"capsule_id": manifest.capsule_id, "role": "reverify"}}
+    return notebook_bytes({"cells": cells, "metadata": metadata, "nbformat": 4, "nbformat_minor": 5})
+
+
+def _cell(kind: str, source: str) -> dict[str, Any]:
+    """A version 4.5 cell as nbformat's ``new_markdown_cell``/``new_code_cell`` make it."""
+    cell: dict[str, Any] = {"cell_type": kind, "metadata": {}, "source": source}
+    if kind == "code":
+        cell.update(execution_count=None, outputs=[])
+    return cell
 
 
 def _check_url(repo_url: str) -> tuple[str, str, str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..capture import VERIFYING_ENV, interposer, is_capsule_cell, read_notebook
+from ..capture import VERIFYING_ENV, as_nbformat, interposer, is_capsule_cell, read_notebook
 from ..capture.paths import environment_prefixes
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -61,7 +61,7 @@ def rerun_notebook(path: str | os.PathLike, *, cell_timeout: int = 600, total_ti
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     path = Path(path)
-    nb = read_notebook(path)
+    nb = as_nbformat(read_notebook(path))
     started = time.monotonic()
     deadline = started + total_timeout
     env = dict(os.environ)
