@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -31,21 +32,59 @@ def _path_state() -> tuple:
 
 
 def _installed() -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Installed distributions and the module→distribution map, re-read only after an install."""
+    """Installed distributions and the module→distribution map, re-read only after an install.
+
+    Reading every distribution's metadata takes a few hundred milliseconds, longer than a small
+    export; the answer is kept in memory and in the user cache, keyed by the import path's state.
+    """
     global _INSTALLED
     state = _path_state()
     if _INSTALLED is None or _INSTALLED[0] != state:
-        _INSTALLED = (state, _distributions(), metadata.packages_distributions())
+        cached = _read_cache(state)
+        if cached is None:
+            cached = (_distributions(), metadata.packages_distributions())
+            _write_cache(state, cached)
+        _INSTALLED = (state, *cached)
     return _INSTALLED[1], _INSTALLED[2]
+
+
+def _cache_file() -> Path:
+    from platformdirs import user_cache_dir
+
+    key = hashlib.sha256(os.path.realpath(sys.executable).encode()).hexdigest()[:16]
+    return Path(user_cache_dir("scidex-nbcapsule"), f"installed-{key}.json")
+
+
+def _read_cache(state: tuple) -> tuple[dict[str, str], dict[str, list[str]]] | None:
+    try:
+        data = json.loads(_cache_file().read_text("utf-8"))
+        if [list(item) for item in state] == data["state"]:
+            return dict(data["distributions"]), {k: list(v) for k, v in data["modules"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no cache, another version's, or damaged: read the metadata again
+    return None
+
+
+def _write_cache(state: tuple, found: tuple[dict[str, str], dict[str, list[str]]]) -> None:
+    target = _cache_file()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"state": [list(item) for item in state], "distributions": found[0],
+                                       "modules": found[1]}), "utf-8")
+        os.replace(partial, target)  # whole or not at all, even with two exports at once
+    except OSError:
+        pass  # a read-only home: the next export reads the metadata again
 
 
 def _distributions() -> dict[str, str]:
     """Every installed distribution (canonical name → version); the first on sys.path wins, as for imports."""
     found: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name") if dist.metadata else None
+        fields = dist.metadata  # parsed once per access: read it once
+        name = fields.get("Name") if fields else None
         if name:
-            found.setdefault(_canonical(name), dist.version)
+            found.setdefault(_canonical(name), fields.get("Version") or dist.version)
     return dict(sorted(found.items()))
 
 
@@ -106,25 +145,52 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def _kernel_specs() -> dict[str, dict[str, Any]]:
+    """Installed kernel specs by name, the first found on Jupyter's data path winning, as for Jupyter.
+
+    Read from the ``kernel.json`` files themselves: jupyter_client's KernelSpecManager would import
+    IPython and ZeroMQ into a command that runs no kernel.
+    """
+    from jupyter_core.paths import jupyter_path
+
+    specs: dict[str, dict[str, Any]] = {}
+    for folder in jupyter_path("kernels"):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            try:
+                spec = json.loads(Path(folder, name, "kernel.json").read_text("utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(spec, dict):
+                specs.setdefault(name.lower(), spec)
+    if "python3" not in specs and importlib.util.find_spec("ipykernel") is not None:
+        # the kernel ipykernel serves when none is installed (jupyter_client's "native" spec)
+        specs["python3"] = {"argv": ["python", "-m", "ipykernel_launcher"], "language": "python",
+                            "display_name": f"Python {sys.version_info[0]} (ipykernel)"}
+    return specs
+
+
 def kernel_spec() -> dict[str, Any]:
     """The kernel spec this interpreter serves, found by matching ``sys.executable``."""
     spec = {"name": os.environ.get("NBCAPSULE_KERNEL_NAME", "python3"),
             "display_name": f"Python {platform.python_version()}", "language": "python"}
     try:
-        from jupyter_client.kernelspec import KernelSpecManager
-
-        specs = KernelSpecManager().get_all_specs()
+        specs = _kernel_specs()
     except Exception:  # noqa: BLE001 - a broken Jupyter install must not stop an export
         return spec
     exe = os.path.realpath(sys.executable)
     for name, entry in sorted(specs.items()):
-        argv = entry.get("spec", {}).get("argv", [])
-        if argv and argv[0] not in {"python", "python3"} and os.path.realpath(argv[0]) == exe:
-            return {"name": name, "display_name": entry["spec"].get("display_name", name),
-                    "language": entry["spec"].get("language", "python")}
+        argv = entry.get("argv") or []
+        if argv and isinstance(argv[0], str) and argv[0] not in {"python", "python3"} and \
+                os.path.realpath(argv[0]) == exe:
+            return {"name": name, "display_name": entry.get("display_name", name),
+                    "language": entry.get("language", "python")}
     entry = specs.get(spec["name"])
     if entry:
-        spec["display_name"] = entry.get("spec", {}).get("display_name", spec["display_name"])
+        spec["display_name"] = entry.get("display_name", spec["display_name"])
     return spec
 
 
