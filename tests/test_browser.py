@@ -22,6 +22,12 @@ LONG = 240_000  # ms: a cold JupyterLab, a kernel start and the whole demo on a 
 
 @pytest.fixture
 def lab(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it)", pytrace=False)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail("Playwright is missing: pip install -e '.[test]' (make test does this)", pytrace=False)
     notebook = copy_demo(tmp_path)
     nb = nbformat.read(notebook, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("%capsule toolbar"))
@@ -43,8 +49,6 @@ def _wait_idle(page) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_toolbar_export_in_jupyterlab(lab):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does this)")
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
