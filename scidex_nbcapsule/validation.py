@@ -96,9 +96,12 @@ def validate_crate(crate: str | os.PathLike, *, profile: str = DEFAULT_PROFILE, 
     try:
         from rocrate_validator import services
         from rocrate_validator.models import ValidationSettings
+
+        import requests_cache  # noqa: F401 - seed_cache needs it; the same extra brings it
     except ImportError as exc:
-        raise CapsuleError("the RO-Crate validator is not installed",
-                           hint="pip install 'scidex-nbcapsule[test]' (it brings roc-validator)") from exc
+        raise CapsuleError(f"the RO-Crate validator is not installed ({exc.name or exc} is missing)",
+                           hint="pip install 'scidex-nbcapsule[validate]' (it brings roc-validator and "
+                                "requests-cache)") from exc
     cache = Path(cache_path) if cache_path else default_cache_path()
     cache.parent.mkdir(parents=True, exist_ok=True)
     if seed:
