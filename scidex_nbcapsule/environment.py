@@ -21,11 +21,17 @@ _INSTALLED: tuple[tuple, dict[str, str], dict[str, list[str]]] | None = None
 
 
 def _path_state() -> tuple:
-    """What changes when packages are installed or removed: the import path and its folders' mtimes."""
+    """What changes when packages are installed or removed: the import path and its folders' mtimes.
+
+    The current folder (``""``, first on a kernel's path) is left out: nothing is installed there, and
+    its mtime changes with every file the analysis writes.
+    """
     state = []
     for entry in sys.path:
+        if not entry:
+            continue
         try:
-            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+            state.append((entry, os.stat(entry).st_mtime_ns))
         except OSError:
             state.append((entry, None))
     return tuple(state)
@@ -51,7 +57,8 @@ def _installed() -> tuple[dict[str, str], dict[str, list[str]]]:
 def _cache_file() -> Path:
     from platformdirs import user_cache_dir
 
-    key = hashlib.sha256(os.path.realpath(sys.executable).encode()).hexdigest()[:16]
+    # one file per interpreter and import path: the CLI's path starts with its script folder, a kernel's does not
+    key = hashlib.sha256("\0".join([os.path.realpath(sys.executable), *sys.path]).encode()).hexdigest()[:16]
     return Path(user_cache_dir("scidex-nbcapsule"), f"installed-{key}.json")
 
 

@@ -90,18 +90,24 @@ def default_cache_path() -> Path:
     return Path(user_cache_dir("scidex-nbcapsule")) / "roc-validator-http-cache"
 
 
+def require_validator() -> None:
+    """Fail early, before an export writes anything, when the ``[validate]`` extra is not installed."""
+    import importlib.util
+
+    for module in ("rocrate_validator", "requests_cache"):  # seed_cache needs requests_cache; one extra brings both
+        if importlib.util.find_spec(module) is None:
+            raise CapsuleError(f"the RO-Crate validator is not installed ({module} is missing)",
+                               hint="pip install 'scidex-nbcapsule[validate]' (it brings roc-validator and "
+                                    "requests-cache)")
+
+
 def validate_crate(crate: str | os.PathLike, *, profile: str = DEFAULT_PROFILE, severity: str = "REQUIRED",
                    cache_path: str | os.PathLike | None = None, seed: bool = True) -> ValidationReport:
     """Run ``roc-validator`` offline on a crate folder or zip (``seed=False``: the cache is ready)."""
-    try:
-        from rocrate_validator import services
-        from rocrate_validator.models import ValidationSettings
+    require_validator()
+    from rocrate_validator import services
+    from rocrate_validator.models import ValidationSettings
 
-        import requests_cache  # noqa: F401 - seed_cache needs it; the same extra brings it
-    except ImportError as exc:
-        raise CapsuleError(f"the RO-Crate validator is not installed ({exc.name or exc} is missing)",
-                           hint="pip install 'scidex-nbcapsule[validate]' (it brings roc-validator and "
-                                "requests-cache)") from exc
     cache = Path(cache_path) if cache_path else default_cache_path()
     cache.parent.mkdir(parents=True, exist_ok=True)
     if seed:

@@ -33,6 +33,10 @@ def export_command(args: argparse.Namespace) -> int:
     from .. import api
 
     options = ExportOptions.from_namespace(args).absolute()
+    if args.validate:
+        from ..validation import require_validator
+
+        require_validator()  # before the export, which would otherwise leave a crate behind and then fail
     if args.execute:
         capsule = api.export_executed(args.notebook, options, timeout=args.timeout, progress=not args.json)
     else:
