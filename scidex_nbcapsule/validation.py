@@ -49,11 +49,15 @@ def seed_cache(cache_path: str | os.PathLike, contexts_dir: str | os.PathLike | 
     from requests.adapters import BaseAdapter
     from urllib3 import HTTPResponse
 
-    if contexts_dir is None:
-        documents = {url: resources.files("scidex_nbcapsule").joinpath("contexts", name).read_bytes()
-                     for url, name in CONTEXTS.items()}
-    else:
-        documents = {url: Path(contexts_dir, name).read_bytes() for url, name in CONTEXTS.items()}
+    try:
+        if contexts_dir is None:
+            documents = {url: resources.files("scidex_nbcapsule").joinpath("contexts", name).read_bytes()
+                         for url, name in CONTEXTS.items()}
+        else:
+            documents = {url: Path(contexts_dir, name).read_bytes() for url, name in CONTEXTS.items()}
+    except OSError as exc:
+        raise CapsuleError(f"a JSON-LD context the offline validator needs cannot be read: {exc}",
+                           hint="reinstall scidex-nbcapsule (its contexts/ folder is incomplete)") from exc
 
     class _Shipped(BaseAdapter):
         def send(self, request, **kwargs):  # noqa: ANN001, D102 - requests' adapter protocol
@@ -105,8 +109,12 @@ def validate_crate(crate: str | os.PathLike, *, profile: str = DEFAULT_PROFILE, 
                    cache_path: str | os.PathLike | None = None, seed: bool = True) -> ValidationReport:
     """Run ``roc-validator`` offline on a crate folder or zip (``seed=False``: the cache is ready)."""
     require_validator()
-    from rocrate_validator import services
-    from rocrate_validator.models import ValidationSettings
+    try:
+        from rocrate_validator import services
+        from rocrate_validator.models import ValidationSettings
+    except ImportError as exc:  # installed, but one of its own dependencies is broken
+        raise CapsuleError(f"the RO-Crate validator cannot be imported: {exc}",
+                           hint="pip install --force-reinstall 'scidex-nbcapsule[validate]'") from exc
 
     cache = Path(cache_path) if cache_path else default_cache_path()
     cache.parent.mkdir(parents=True, exist_ok=True)

@@ -272,6 +272,11 @@ def test_the_wheel_works_in_a_fresh_venv_outside_the_source_tree(dists, tmp_path
     assert "Traceback" not in done.stderr and lines[0].startswith("nbcapsule: error: the RO-Crate validator is not "
                                                                   "installed"), done.stderr
     assert len(lines) == 2 and "pip install 'scidex-nbcapsule[validate]'" in lines[1], done.stderr
+    # export --validate says the same before it writes anything
+    refused = tmp_path / "refused"
+    done = _run(bin_dir, "nbcapsule", "export", str(project / "analysis.ipynb"), "--validate", "--license", "MIT",
+                "--dest", str(refused), cwd=work, env=env, expect=2)
+    assert "pip install 'scidex-nbcapsule[validate]'" in done.stderr and not refused.exists(), done.stderr
 
     _uv("pip", "install", "--python", str(bin_dir / "python"), f"{dists['wheel']}[validate]")
     _no_source_tree(bin_dir, cwd=work, env=env)
