@@ -3,7 +3,8 @@
 The ``rocrate`` library owns the JSON-LD model; this module decides what goes
 in (payload, environment, Binder configuration, citation) and makes writing
 atomic: everything is built under a hidden temporary name in the destination
-folder and renamed into place only once complete.
+folder and renamed into place only once complete, and durable: every file and
+folder of the crate is on disk before the rename, and the rename before we return.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any, Callable, Iterator
 
 from .errors import (CapsuleError, CrateError, DestinationExists, ExportError, ManifestError, UnsafeArchive)
 from .capture import ordered_map
-from .hashing import PARALLEL_THRESHOLD, Digests, copy_and_hash, hash_bytes, hash_file, read_small, store
+from .hashing import (PARALLEL_THRESHOLD, Digests, copy_and_hash, hash_bytes, hash_file, read_small, store, sync_dirs,
+                      sync_path, write_file)
 from .manifest import FileRecord, Manifest, Person, readable_json
 from .redaction import withheld_file
 from .swhid import content_swhid
@@ -144,10 +146,8 @@ def _record(path: str, role: str, digests: Digests, **extra: Any) -> FileRecord:
                       encoding_format=encoding_format(path), mode=digests.mode, **extra)
 
 
-def _write_generated(root: Path, path: str, data: bytes, role: str) -> FileRecord:
-    target = root / path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+def _write_generated(root: Path, path: str, data: bytes, role: str, durable: bool) -> FileRecord:
+    write_file(root / path, data, durable=durable)
     return _record(path, role, hash_bytes(data))
 
 
@@ -156,6 +156,7 @@ def write_crate(plan: CratePlan, dest: Path, *, fmt: str = "folder") -> tuple[Pa
     if fmt not in ("folder", "zip", "eln"):
         raise CapsuleError(f"unknown crate format {fmt!r}", hint="use folder, zip or eln")
     dest = Path(dest)
+    made = [folder for folder in (dest, *dest.parents) if not folder.exists()]  # their names must last too
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -167,13 +168,16 @@ def write_crate(plan: CratePlan, dest: Path, *, fmt: str = "folder") -> tuple[Pa
     partial_zip = dest / f"{PARTIAL_PREFIX}{os.getpid()}-{manifest.capsule_id}.{fmt}"
     try:
         work.mkdir()
-        checksum = _fill(plan, work)
+        checksum = _fill(plan, work, durable=fmt == "folder")  # a folder zipped and removed need not last
         if fmt == "folder":
+            sync_dirs(work)  # its files are on disk already: the names in its folders, deepest first
             _rename_into_place(work, final)
         else:
             _zip_folder(work, partial_zip, manifest.capsule_id)
             _rename_into_place(partial_zip, final)
             shutil.rmtree(work)
+        for folder in made:  # a destination made here: each new folder's name in its parent
+            sync_path(folder.parent)
     except OSError as exc:
         raise ExportError(f"writing the capsule to {dest} failed: {exc.strerror or exc}",
                           hint="check free space and permissions; nothing partial was left behind") from exc
@@ -193,16 +197,18 @@ def _rename_into_place(src: Path, final: Path) -> None:
         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
             raise DestinationExists(f"{final} appeared while the capsule was being written") from exc
         raise
+    sync_path(final.parent)  # the rename survives a crash once the folder holding the name is on disk
 
 
-def _fill(plan: CratePlan, root: Path) -> str:
+def _fill(plan: CratePlan, root: Path, *, durable: bool) -> str:
+    """Write every file of the crate into ``root``; with ``durable``, each is on disk when written."""
     manifest = plan.manifest
     records: list[FileRecord] = []
     total = sum(_payload_size(f) for f in plan.files) + len(plan.notebook_bytes)
     done = 0
-    records.append(_write_generated(root, manifest.notebook, plan.notebook_bytes, "code"))
+    records.append(_write_generated(root, manifest.notebook, plan.notebook_bytes, "code", durable))
     done += len(plan.notebook_bytes)
-    copies = _copy_payload(plan, root)
+    copies = _copy_payload(plan, root, durable)
     try:
         for item, copied in zip(plan.files, copies):
             if copied.digests is None:
@@ -217,30 +223,29 @@ def _fill(plan: CratePlan, root: Path) -> str:
     finally:
         copies.close()  # on failure: no copy still running while the partial folder is removed
     env_bytes = (json.dumps(plan.environment, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
-    records.append(_write_generated(root, "environment.json", env_bytes, "environment"))
-    records.append(_write_generated(root, "requirements.txt", plan.requirements.encode(), "environment"))
+    records.append(_write_generated(root, "environment.json", env_bytes, "environment", durable))
+    records.append(_write_generated(root, "requirements.txt", plan.requirements.encode(), "environment", durable))
     for path, data in plan.generated.items():
         role = "environment" if path.startswith("binder/") else "provenance"
-        records.append(_write_generated(root, path, data, role))
+        records.append(_write_generated(root, path, data, role, durable))
     binder_reqs = plan.requirements + (f"{plan.binder_requirement}\n" if plan.binder_requirement else "")
-    records.append(_write_generated(root, "binder/requirements.txt", binder_reqs.encode(), "environment"))
+    records.append(_write_generated(root, "binder/requirements.txt", binder_reqs.encode(), "environment", durable))
     runtime = f"python-{'.'.join(plan.environment['python']['version'].split('.')[:2])}\n"
-    records.append(_write_generated(root, "binder/runtime.txt", runtime.encode(), "environment"))
+    records.append(_write_generated(root, "binder/runtime.txt", runtime.encode(), "environment", durable))
     manifest.files = sorted(records, key=lambda r: r.path)
     if plan.identify:
         plan.identify(manifest)
-    citation = _write_generated(root, "CITATION.cff", citation_cff(manifest).encode(), "provenance")
+    citation = _write_generated(root, "CITATION.cff", citation_cff(manifest).encode(), "provenance", durable)
     manifest.files.append(citation)
     for record in manifest.files:
         if record.swhid is None:
             record.swhid = content_swhid(record.sha1_git)
     manifest.files.sort(key=lambda r: r.path)
     manifest_bytes = manifest.seal_to_json().encode("utf-8")
-    (root / MANIFEST_FILE).write_bytes(manifest_bytes)
+    write_file(root / MANIFEST_FILE, manifest_bytes, durable=durable)
     crate = build_metadata(manifest, plan.environment, hash_bytes(manifest_bytes))
-    write_metadata(crate, root)
+    write_metadata(crate, root, durable=durable)
     del crate
-    os.sync()  # every byte on disk before the rename makes the crate visible
     return _checksum_of_new_crate(manifest, root)
 
 
@@ -257,7 +262,7 @@ def _payload_size(item: PayloadFile) -> int:
     return item.size if item.size is not None else _size(item.source)
 
 
-def _copy_one(plan: CratePlan, root: Path, item: PayloadFile) -> _Copied:
+def _copy_one(plan: CratePlan, root: Path, item: PayloadFile, durable: bool) -> _Copied:
     size = _payload_size(item)
     if plan.link_large is not None and size > plan.link_large:
         return _Copied(hash_file(item.source), linked=True)
@@ -266,24 +271,26 @@ def _copy_one(plan: CratePlan, root: Path, item: PayloadFile) -> _Copied:
         reasons = plan.screen(item, content) if plan.screen else []
         if reasons:
             return _Copied(None, reasons=tuple(reasons))
-        return _Copied(store(content, root / item.path, st))
-    return _Copied(copy_and_hash(item.source, root / item.path))
+        return _Copied(store(content, root / item.path, st, durable=durable))
+    return _Copied(copy_and_hash(item.source, root / item.path, durable=durable))
 
 
-def _copy_payload(plan: CratePlan, root: Path) -> Iterator[_Copied]:
+def _copy_payload(plan: CratePlan, root: Path, durable: bool) -> Iterator[_Copied]:
     """What became of each payload file, in order; copied by the executor's threads a bounded window ahead,
-    so file creation and cold reads overlap instead of queueing one by one."""
-    return ordered_map(plan.executor, lambda item: _copy_one(plan, root, item), plan.files)
+    so file creation, cold reads and waits for the disk (``durable``) overlap instead of queueing one by one."""
+    return ordered_map(plan.executor, lambda item: _copy_one(plan, root, item, durable), plan.files)
 
 
-def write_metadata(crate, root: Path) -> None:
+def write_metadata(crate, root: Path, *, durable: bool = False) -> None:
     """What ``crate.write(root)`` writes for a crate whose files are already in place: ``ro-crate-metadata.json``
     (the same JSON-LD, one entity per line) and the preview. (``write`` would also visit every file entity only
     to warn that it has no source to copy from, and indent every entity in pure Python.)"""
-    with open(root / METADATA_FILE, "w", encoding="utf-8", newline="") as handle:
-        handle.write(readable_json(crate.metadata.generate(), "@graph"))
+    write_file(root / METADATA_FILE, readable_json(crate.metadata.generate(), "@graph").encode("utf-8"),
+               durable=durable)
     if crate.preview is not None:
         crate.preview.write(root)
+        if durable:
+            sync_path(root / crate.preview.id)  # written by rocrate
 
 
 def _size(path: Path) -> int:
