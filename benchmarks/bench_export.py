@@ -7,6 +7,11 @@ Each step starts with the page cache dropped when the kernel allows it, and
 otherwise with the files read once so every contender meets a warm cache.
 The hardware-limit contenders take turns for three rounds and medians are
 compared, so one busy moment on a shared machine moves no ratio.
+
+:func:`run_cli` measures ``nbcapsule export`` as users run it: a fresh CLI
+process, Python start-up and imports included, with the page cache warm and
+cold, against ``openssl dgst -sha256`` + ``cp -r`` + ``sync`` and ``cp -r`` +
+``sync`` over the same bytes (a crate is durable when the CLI returns).
 """
 
 from __future__ import annotations
@@ -262,16 +267,101 @@ def run(quick: bool, workdir: Path, repeat: int | None = None) -> list[dict]:
     return rows
 
 
+def _cli() -> str:
+    """The ``nbcapsule`` script beside this Python (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "nbcapsule"
+    return str(beside) if beside.exists() else (shutil.which("nbcapsule") or "nbcapsule")
+
+
+def cli_export(nb: Path, data: Path, dest: Path) -> float:
+    """Peak RSS in MiB of one ``nbcapsule export`` process (the time is taken around this call)."""
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: progress lines cannot fill it and block the child
+        proc = subprocess.Popen([_cli(), "export", str(nb), "--input", str(data), "--dest", str(dest),
+                                 "--license", "MIT"], stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the largest of all children so far
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            errors.seek(0)
+            raise RuntimeError(f"nbcapsule export failed ({proc.returncode}): {errors.read().decode()[-2000:]}")
+    return usage.ru_maxrss / 1024
+
+
+def copy_synced(data: Path, dest: Path, *, hash_first: bool) -> None:
+    """``openssl dgst -sha256`` (with ``hash_first``), ``cp -r`` and ``sync``: the same bytes hashed, copied, on disk."""
+    if hash_first:
+        files = [str(p) for p in data.rglob("*") if p.is_file()]
+        for i in range(0, len(files), 2000):
+            subprocess.run(["openssl", "dgst", "-sha256", *files[i:i + 2000]], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cp", "-r", str(data), str(dest)], check=True)
+    subprocess.run(["sync"], check=True)
+
+
+def _prepare(cache: str, data: Path) -> None:
+    """Start a step with the input in the page cache (``warm``: read once) or not (``cold``: caches dropped);
+    either way nothing left dirty by the step before."""
+    if cache == "cold":
+        drop_caches()
+    else:
+        subprocess.run(["sync"], check=True)
+        warm(data)
+
+
+def run_cli(quick: bool, workdir: Path, repeat: int | None = None) -> list[dict]:
+    """``nbcapsule export`` in a fresh process vs openssl+cp+sync and cp+sync, page cache warm and cold."""
+    repeat = repeat or (2 if quick else 5)
+    big = (128 << 20) if quick else (1 << 30)
+    many = 1000 if quick else 5000
+    caches = ["warm", "cold"] if drop_caches() == "dropped" else ["warm"]
+    if caches == ["warm"]:
+        print("CLI export: the page cache cannot be dropped here (not root?): warm cache only", flush=True)
+    rows: list[dict] = []
+    for files, size in ((1, big), (many, 50 << 10)):
+        root = workdir / f"cli-{files}"
+        nb, data = make_project(root, files=files, size=size)
+        what = f"{big >> 20} MiB" if files == 1 else f"{files} x 50 KiB"
+        out = root / "out"
+        rss: list[float] = []
+        cli_export(nb, data, out)  # not measured: first touches of memory and the package's caches
+        shutil.rmtree(out)
+        for cache in caches:
+            times: dict[str, list[float]] = {"cli": [], "openssl+cp+sync": [], "cp+sync": []}
+            steps = {"cli": lambda: rss.append(cli_export(nb, data, out)),
+                     "openssl+cp+sync": lambda: copy_synced(data, out, hash_first=True),
+                     "cp+sync": lambda: copy_synced(data, out, hash_first=False)}
+            for turn in range(repeat):
+                names = list(steps)
+                for name in names[turn % 3:] + names[:turn % 3]:  # who goes first changes each round
+                    _prepare(cache, data)
+                    start = time.perf_counter()
+                    steps[name]()
+                    times[name].append(time.perf_counter() - start)
+                    shutil.rmtree(out)
+            print(f"CLI export {what}, {cache} cache: " + "; ".join(f"{k} {_fmt(v)}" for k, v in times.items()),
+                  flush=True)
+            t_cli, t_base, t_cp = (statistics.median(times[k]) for k in ("cli", "openssl+cp+sync", "cp+sync"))
+            rows.append(row(f"CLI export {what}, {cache} cache vs openssl+cp+sync", t_cli, t_base, 1.2,
+                            "openssl dgst -sha256 + cp -r + sync"))
+            rows.append(row(f"CLI export {what}, {cache} cache vs cp+sync", t_cli, t_cp, None, "cp -r + sync"))
+        peak = max(rss)
+        rows.append({"name": f"peak RSS of the CLI exporting {what}", "ours_s": None, "baseline": "limit 150 MiB",
+                     "baseline_s": None, "ratio": None, "target": 150, "rss_mib": round(peak, 1),
+                     "pass": peak < 150})
+        shutil.rmtree(root)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (256 MiB, 2,000 files)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the data (same disk as /tmp)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=None, help="rounds of the hardware-limit comparison (3; 1 quick)")
+    parser.add_argument("--cli-only", action="store_true", help="only the fresh-process CLI export (run_cli)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="nbcapsule-bench-", dir=args.workdir))
     try:
-        rows = run(args.quick, workdir, args.repeat)
+        rows = [] if args.cli_only else run(args.quick, workdir, args.repeat)
+        rows += run_cli(args.quick, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for r in rows:

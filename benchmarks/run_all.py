@@ -105,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     rows: list[dict] = []
     if "export" in chosen:
-        print("== export (hardware limit, peers, memory, scaling)", flush=True)
+        print("== export (hardware limit, peers, memory, scaling, the CLI as users run it)", flush=True)
         import tempfile
 
         workdir = Path(tempfile.mkdtemp(prefix="nbcapsule-bench-"))
         try:
             rows += bench_export.run(args.quick, workdir)
+            rows += bench_export.run_cli(args.quick, workdir)
         finally:
             import shutil
 
