@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__, capture, config as config_mod, environment, redaction
+from . import capture, config as config_mod, environment, lock, redaction, verifier_wheel
 from .selection import late_capture_message, relative as _relative, select_files
 from .crate import CratePlan, PayloadFile, write_crate
 from .errors import CapsuleError, NotebookError, PathOutsideProject
@@ -19,8 +19,8 @@ from .manifest import ExecutionRecord, Manifest, Problem, new_capsule_id, utc_no
 from .options import ExportOptions
 
 
-#: How Binder installs this package next to the analysis's pins (override: ``binder_requirement`` in config).
-BINDER_REQUIREMENT = f"scidex-nbcapsule=={__version__}"
+#: Where lock files the project already keeps (uv.lock, pylock.toml, renv.lock, …) are carried in the crate.
+LOCKS_DIR = "environment"
 #: Exports past either size take seconds: show a progress bar.
 PROGRESS_BYTES = 128 << 20
 PROGRESS_FILES = 2000
@@ -204,9 +204,13 @@ def _export(notebook: str | os.PathLike | None, opts: ExportOptions, *, recorder
     from .verify.binder import reverify_notebook
 
     generated["reverify.ipynb"] = reverify_notebook(manifest)
+    locked, binder_line = _environment_lock(nb, recorder, root, nb_path, cfg, snap, generated)
+    manifest.environment_lock = locked.summary() | {
+        "carried": sorted(p for p in generated if p.startswith(f"{LOCKS_DIR}/")), "verifier": binder_line}
+    notices += locked.notices
+    notices += [f"may not rebuild elsewhere: {risk}" for risk in locked.risks]
     plan = CratePlan(manifest=manifest, files=files, notebook_bytes=notebook_bytes, environment=snap.data,
-                     requirements=environment.pinned_requirements(snap), generated=generated,
-                     binder_requirement=cfg.get("binder_requirement") or BINDER_REQUIREMENT,
+                     requirements=locked.requirements_txt(), generated=generated, binder_requirement=binder_line,
                      link_large=opts.link_large, progress=_progress_callback(progress, files), identify=identify,
                      executor=executor, screen=screen)
     path, sealed, checksum = write_crate(plan, dest_path, fmt=opts.fmt)
@@ -255,6 +259,29 @@ def export_executed(notebook: str | os.PathLike, options: ExportOptions | None =
         manifest = opened.manifest
     return Capsule(path=Path(data["crate"]), manifest=manifest, checksum=data["checksum"],
                    notices=list(data.get("notices", [])))
+
+
+def _environment_lock(nb: Any, recorder: capture.Recorder | None, root: Path, nb_path: Path, cfg: dict[str, Any],
+                      snap: environment.EnvironmentSnapshot, generated: dict[str, bytes]) -> tuple[lock.Lock, str]:
+    """The lock of what the analysis needs and the crate's own verifier, added to ``generated``; the line that
+    installs the verifier on Binder."""
+    language = (nb.metadata.get("kernelspec") or {}).get("language") or \
+        (nb.metadata.get("language_info") or {}).get("name") or "python"
+    modules: set[str] = set()
+    if language.lower() == "python":
+        in_code = lock.imports_in_code(c.source for c in nb.cells if c.cell_type == "code")
+        # in the kernel, what it loaded counts too (pandas loads pyarrow); the CLI's own modules do not
+        modules = lock.analysis_modules(sys.modules if recorder is not None else (), in_code)
+    python = ".".join(snap.python_version.split(".")[:2])
+    locked = lock.build_lock(modules, python=python, index=lock.PackageIndex.from_env())
+    generated["pylock.toml"] = locked.pylock_toml().encode("utf-8")
+    for carried in lock.project_locks(root, nb_path.parent):
+        generated[f"{LOCKS_DIR}/{carried.name}"] = carried.read_bytes()
+    if cfg.get("binder_requirement"):
+        return locked, str(cfg["binder_requirement"])
+    name, wheel = verifier_wheel.build_wheel()
+    generated[f"binder/{name}"] = wheel
+    return locked, f"binder/{name}"  # pip reads it relative to the crate's root, where Binder runs it
 
 
 def _notebook_title(nb: Any, path: Path) -> str:

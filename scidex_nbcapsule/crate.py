@@ -77,6 +77,10 @@ class PayloadFile:
     original_path: str | None = None
 
 
+#: Generated files that describe the environment (the lock, Binder's configuration, carried lock files).
+ENVIRONMENT_PREFIXES = ("binder/", "environment/", "pylock.toml")
+
+
 @dataclass
 class CratePlan:
     """Everything the writer needs; the capture and git layers fill it in."""
@@ -226,7 +230,7 @@ def _fill(plan: CratePlan, root: Path, *, durable: bool) -> str:
     records.append(_write_generated(root, "environment.json", env_bytes, "environment", durable))
     records.append(_write_generated(root, "requirements.txt", plan.requirements.encode(), "environment", durable))
     for path, data in plan.generated.items():
-        role = "environment" if path.startswith("binder/") else "provenance"
+        role = "environment" if path.startswith(ENVIRONMENT_PREFIXES) else "provenance"
         records.append(_write_generated(root, path, data, role, durable))
     binder_reqs = plan.requirements + (f"{plan.binder_requirement}\n" if plan.binder_requirement else "")
     records.append(_write_generated(root, "binder/requirements.txt", binder_reqs.encode(), "environment", durable))

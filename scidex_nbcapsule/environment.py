@@ -54,6 +54,11 @@ def _installed() -> tuple[dict[str, str], dict[str, list[str]]]:
     return _INSTALLED[1], _INSTALLED[2]
 
 
+def installed_distributions() -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Installed distributions (canonical name → version) and which distributions provide each top-level module."""
+    return _installed()
+
+
 def _cache_file() -> Path:
     from platformdirs import user_cache_dir
 
@@ -262,11 +267,3 @@ def snapshot(*, imported_modules: Iterable[str] | None = None, environ: dict[str
         "environment_variables": env_vars,
     }
     return EnvironmentSnapshot(data, withheld)
-
-
-def pinned_requirements(snap: EnvironmentSnapshot, *, only_imported: bool = False) -> str:
-    """``name==version`` lines; what pip, uv and repo2docker all understand."""
-    packages = snap.data["imported"] if only_imported else snap.data["packages"]
-    skip = {"pip", "setuptools", "wheel", "scidex-nbcapsule"}
-    lines = [f"{name}=={version}" for name, version in sorted(packages.items()) if name not in skip]
-    return "\n".join(lines) + "\n"

@@ -98,7 +98,7 @@ _FILE_FIELDS = tuple(f.name for f in fields(FileRecord))
 #: Fields added after 1.0 was first written: left out while empty, so older manifests keep their digests.
 _OPTIONAL_FILE_FIELDS = frozenset({"link_target", "original_path"})
 _OPTIONAL_CELL_FIELDS = ("reads", "writes")
-_OPTIONAL_FIELDS = ("capture", "external_inputs")
+_OPTIONAL_FIELDS = ("capture", "external_inputs", "environment_lock")
 
 
 def _file_dict(record: "FileRecord") -> dict[str, Any]:
@@ -169,6 +169,8 @@ class Manifest:
     capture: dict[str, Any] | None = None
     #: Files read outside the project root: path, size, sha256 (and ``included_as`` when packed).
     external_inputs: list[dict[str, Any]] = field(default_factory=list)
+    #: The lock of what the analysis needs (``pylock.toml``): counts, the index asked, rebuild risks, carried locks.
+    environment_lock: dict[str, Any] | None = None
     schema_version: str = SCHEMA_VERSION
     manifest_digest: str | None = None
 

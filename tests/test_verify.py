@@ -200,21 +200,6 @@ def test_registered_capsule_verification_is_recorded(crates, tmp_path):
 
 
 @pytest.mark.slow
-def test_fresh_environment_runs_the_kernel_from_its_own_venv(tmp_path):
-    from scidex_nbcapsule.verify.environment import build_fresh_env
-    from scidex_nbcapsule.verify.rerun import rerun_notebook
-
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text("six\n")
-    env = build_fresh_env(requirements, tmp_path / "fresh", install_nbcapsule=False)
-    notebook = make_notebook(tmp_path / "nb" / "nb.ipynb", "import sys, six\nprint(sys.prefix)")
-    result = rerun_notebook(notebook, km=env.kernel_manager(), cell_timeout=60, total_timeout=120)
-    assert result.problem is None, result.problem
-    printed = "".join(o.get("text", "") for c in result.notebook.cells for o in c.get("outputs", []))
-    assert str(env.prefix) in printed
-
-
-@pytest.mark.slow
 def test_repo2docker_would_install_the_crate_binder_requirements(crates):
     exe = Path(sys.executable).with_name("repo2docker")
     result = subprocess.run([str(exe), "--no-build", "--debug", str(crates["good"])], capture_output=True, text=True,

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from ..errors import CapsuleError
 
 #: Modules contributing sub-commands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("export", "capture", "registry", "archive", "verify")
+COMMAND_MODULES = ("export", "capture", "registry", "archive", "verify", "environment")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,7 +38,7 @@ from ..crate import MANIFEST_FILE, OpenedCrate, open_crate
 from ..errors import CapsuleError, CrateError, UnsafeArchive, VerificationError
 from ..manifest import is_capsule_id, utc_now
 from .compare import Difference, compare_notebooks, compare_output_files
-from .environment import build_fresh_env, current_environment, environment_drift
+from .environment import current_environment, environment_drift, rebuild
 from .fixity import FixityProblem, check_fixity
 from .normalizers import Settings, load_normalizers
 from .report import (EXECUTION_FAILED, EXIT_CODES, FIXITY_FAILED, MISMATCH, VERDICTS, VERIFIED,
@@ -250,9 +250,11 @@ def _verify_opened(opened: OpenedCrate, finish: Any, *, cell_timeout: int, total
         km = None
         python = None
         if fresh_env:
-            env = build_fresh_env(copy / "requirements.txt", work / "env", timeout=total_timeout)
+            env = rebuild(copy, timeout=total_timeout)
             km, python = env.kernel_manager(), env.python
-            notes.append(f"ran in a fresh virtual environment built from requirements.txt ({env.python})")
+            notes.append(f"ran in a virtual environment rebuilt from the crate's lock ({env.prefix}, "
+                         f"{'built now' if env.built else 'reused from the cache'})")
+            notes += env.warnings
         from ..environment import environment_digest
 
         # The environment snapshot (about 1 s of package metadata) is taken while the kernel runs; the client
