@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_capture  # noqa: E402
+import bench_cli  # noqa: E402
 import bench_export  # noqa: E402
 
 
@@ -97,13 +98,17 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=["export", "capture", "verify", "registry"], action="append")
+    parser.add_argument("--only", choices=["cli", "export", "capture", "verify", "rebuild", "registry"],
+                        action="append")
     parser.add_argument("--registry-large", type=int, default=100_000,
                         help="capsules for the large registry run (0 skips it)")
     args = parser.parse_args(argv)
-    chosen = set(args.only or ["export", "capture", "verify", "registry"])
+    chosen = set(args.only or ["cli", "export", "capture", "verify", "rebuild", "registry"])
     started = time.time()
     rows: list[dict] = []
+    if "cli" in chosen:
+        print("== CLI start-up", flush=True)
+        rows += bench_cli.run(3 if args.quick else 7)
     if "export" in chosen:
         print("== export (hardware limit, peers, memory, scaling, the CLI as users run it)", flush=True)
         import tempfile
@@ -121,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_capture.run(args.quick)
     if "verify" in chosen:
         rows += verify_rows(args.quick)
+    if "rebuild" in chosen:
+        out = _script("bench_rebuild.py", "--count", "5" if args.quick else "20")
+        rows += [json.loads(line) for line in (out or "").splitlines() if line.startswith("{")] or \
+            [_skipped("bench_rebuild.py", "missing or failed")]
     if "registry" in chosen:
         rows += registry_rows(1000 if args.quick else 10_000)
         if not args.quick and args.registry_large:
