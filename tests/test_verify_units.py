@@ -168,3 +168,94 @@ def test_reverify_notebook_is_valid_and_deterministic():
     nbformat.validate(nb)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "verify('.'" in code and "pip install" not in code and "nbcapsule verify . --json" in code
+
+
+# -- SVG, progress bars, printed sets, hints (issue 14) -------------------------------------------------------
+def _mpl_svg(ys=(1, 4, 9)) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2))
+    ax = fig.subplots()
+    ax.plot([1, 2, 3], list(ys))
+    ax.set_title("squares")
+    out = io.BytesIO()
+    fig.savefig(out, format="svg")
+    return out.getvalue()
+
+
+def test_svg_ids_references_and_dates_are_canonical():
+    from scidex_nbcapsule.verify.normalizers import SVGNormalizer
+
+    first, second = _mpl_svg(), _mpl_svg()  # every matplotlib id is salted afresh, and the date moves
+    assert first != second and b"<dc:date>" in first and b'clip-path="url(#p' in first
+    assert TextNormalizer(Settings()).compare_files(first, second).status == DIFFERENT
+    svg = SVGNormalizer(Settings())
+    assert svg.accepts("image/svg+xml", first) and svg.accepts_file("results/fig.svg")
+    assert svg.compare_files(first, second).status == EQUAL
+    assert svg.compare(first.decode(), second.decode().splitlines(keepends=True)).status == EQUAL  # nbformat lists
+    moved = svg.compare_files(first, _mpl_svg((1, 4, 10)))
+    assert moved.status == DIFFERENT and "beyond element ids and dates" in moved.detail and "@@" in moved.diff
+    nudged = second.replace(b'y="', b'y="0', 1)  # 0x == x: same number, other spelling
+    assert svg.compare_files(first, nudged).status in (EQUAL, WITHIN_TOLERANCE)
+    canonical = svg.canonical(first)
+    assert "dc:date" not in canonical and "Matplotlib v" not in canonical and 'id="id1"' in canonical
+
+
+def test_svg_references_are_renamed_consistently_not_independently():
+    from scidex_nbcapsule.verify.normalizers import SVGNormalizer
+
+    def doc(first_clip: str, second_clip: str) -> str:
+        rects = {"a": '<clipPath id="c{n}"><rect width="1" height="1"/></clipPath>',
+                 "b": '<clipPath id="c{n}"><rect width="2" height="2"/></clipPath>'}
+        defs = "".join(rects[k].format(n=k) for k in "ab")
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink">'
+                f'<g clip-path="url(#c{first_clip})"/><use xlink:href="#c{second_clip}"/><defs>{defs}</defs></svg>')
+
+    svg = SVGNormalizer(Settings())
+    renamed = doc("a", "b").replace("#ca", "#Z1").replace('"ca"', '"Z1"').replace("#cb", "#Q").replace('"cb"', '"Q"')
+    assert svg.compare(doc("a", "b"), renamed).status == EQUAL
+    assert svg.compare(doc("a", "b"), doc("b", "a")).status == DIFFERENT  # the clips swapped: another drawing
+
+
+def test_svg_that_is_not_xml_is_compared_as_text():
+    from scidex_nbcapsule.verify.normalizers import SVGNormalizer
+
+    svg = SVGNormalizer(Settings())
+    result = svg.compare("<svg><g id='p1'></svg>", "<svg><g id='p2'></svg>")
+    assert result.status == DIFFERENT and "not well-formed" in result.detail
+    assert svg.compare("<svg>at 2024-01-01T10:00:00</g>", "<svg>at 2025-02-02T11:11:11</g>").status == EQUAL
+
+
+_LAUGHS = "".join(f'<!ENTITY l{i} "{("&l%d;" % (i - 1)) * 10}">' for i in range(1, 10))
+BILLION_LAUGHS = (f'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY l0 "lol">{_LAUGHS}]>'
+                  '<svg xmlns="http://www.w3.org/2000/svg"><text>&l9;</text></svg>')
+EXTERNAL_ENTITY = ('<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                   '<svg xmlns="http://www.w3.org/2000/svg"><text>&x;</text></svg>')
+
+
+def test_hostile_svg_is_never_expanded():
+    import time
+    import tracemalloc
+
+    from scidex_nbcapsule.verify.normalizers import SVGNormalizer, UnsafeXML, parse_svg
+    from scidex_nbcapsule.verify.normalizers.svg import parse_svg_expat
+
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        for parse in (parse_svg, parse_svg_expat):  # defusedxml (installed here), and the stdlib path without it
+            for hostile in (BILLION_LAUGHS, EXTERNAL_ENTITY):
+                with pytest.raises(UnsafeXML):
+                    parse(hostile.encode())
+        result = SVGNormalizer(Settings()).compare(BILLION_LAUGHS, BILLION_LAUGHS.replace("lol", "lul"))
+        assert result.status == DIFFERENT and "never expanded" in result.detail
+        assert SVGNormalizer(Settings()).compare_files(BILLION_LAUGHS.encode(), BILLION_LAUGHS.encode()).status == EQUAL
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 2 and peak < 20 * 2**20  # 10⁹ "lol"s would be 3 GB
+    started = time.monotonic()
+    nested = '<svg xmlns="http://www.w3.org/2000/svg">' + "<g>" * 50_000 + "</g>" * 50_000 + "</svg>"
+    assert SVGNormalizer(Settings()).compare(nested, nested.replace("<g>", "<g id='x'>", 1)).status == DIFFERENT
+    assert time.monotonic() - started < 15
+    assert parse_svg_expat(_mpl_svg()).tag == "{http://www.w3.org/2000/svg}svg"  # a real figure parses both ways

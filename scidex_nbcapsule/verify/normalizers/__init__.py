@@ -9,7 +9,7 @@ the built-ins are used when the package's entry points are not installed.
 
 One module per family: :mod:`.base` (settings, results, numbers, the base
 class), :mod:`.text`, :mod:`.structured` (JSON), :mod:`.tables` (HTML and
-CSV), :mod:`.images`. Everything is importable from this package.
+CSV), :mod:`.images`, :mod:`.svg`. Everything is importable from this package.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from .base import (DEFAULT_ATOL, DEFAULT_IMAGE_THRESHOLD, DEFAULT_RTOL, DIFFEREN
                    compare_scalars, compare_text_numbers, numbers_close, unified_diff)
 from .images import ImageNormalizer, _decode_image, _sniff, image_data_uri, image_difference
 from .structured import JSONNormalizer
+from .svg import SVGNormalizer, UnsafeXML, canonical_svg, parse_svg
 from .tables import CSVNormalizer, HTMLTableNormalizer, compare_tables, parse_html_tables
 from .text import TextNormalizer
 
 
 BUILTIN_NORMALIZERS: dict[str, type[Normalizer]] = {
     "image": ImageNormalizer,
+    "svg": SVGNormalizer,
     "json": JSONNormalizer,
     "html-table": HTMLTableNormalizer,
     "csv": CSVNormalizer,
@@ -76,6 +78,7 @@ def for_file(normalizers: Sequence[Normalizer], path: str) -> Normalizer | None:
 __all__ = ["ENTRY_POINT_GROUP", "EQUAL", "WITHIN_TOLERANCE", "DIFFERENT", "DEFAULT_RTOL", "DEFAULT_ATOL",
            "DEFAULT_IMAGE_THRESHOLD", "NUMBER_RE", "Sanitizer", "Settings", "Comparison", "Normalizer",
            "numbers_close", "compare_scalars", "compare_text_numbers", "unified_diff", "TextNormalizer",
-           "JSONNormalizer", "HTMLTableNormalizer", "CSVNormalizer", "ImageNormalizer", "parse_html_tables",
-           "compare_tables", "image_data_uri", "image_difference", "BUILTIN_NORMALIZERS", "normalizer_classes",
-           "load_normalizers", "for_mime", "for_file"]
+           "JSONNormalizer", "HTMLTableNormalizer", "CSVNormalizer", "ImageNormalizer", "SVGNormalizer",
+           "parse_html_tables", "compare_tables", "parse_svg", "canonical_svg", "UnsafeXML", "image_data_uri",
+           "image_difference", "BUILTIN_NORMALIZERS", "normalizer_classes", "load_normalizers", "for_mime",
+           "for_file"]
