@@ -259,3 +259,53 @@ def test_hostile_svg_is_never_expanded():
     assert SVGNormalizer(Settings()).compare(nested, nested.replace("<g>", "<g id='x'>", 1)).status == DIFFERENT
     assert time.monotonic() - started < 15
     assert parse_svg_expat(_mpl_svg()).tag == "{http://www.w3.org/2000/svg}svg"  # a real figure parses both ways
+
+
+def _tqdm_text(n: int, *, pause: float, every: int, **kwargs) -> str:
+    import time
+
+    from tqdm import tqdm
+
+    out = io.StringIO()
+    for i in tqdm(range(n), file=out, mininterval=0, miniters=every, **kwargs):
+        time.sleep(pause)
+    return out.getvalue()
+
+
+def test_tqdm_bars_keep_their_final_state_with_clocks_and_rate_masked():
+    from scidex_nbcapsule.verify.normalizers import ProgressBarPass
+
+    fast = _tqdm_text(12, pause=0, every=1)
+    slow = _tqdm_text(12, pause=0.02, every=5)
+    assert fast.count("\r") != slow.count("\r") and "it/s]" in fast
+    text = TextNormalizer(Settings())
+    assert text.compare(fast, slow).status == EQUAL
+    assert TextNormalizer(Settings(), passes=[]).compare(fast, slow).status == DIFFERENT  # the pass is what helps
+    assert ProgressBarPass(Settings()).compare(fast, slow).status == EQUAL
+    fewer = text.compare(fast, _tqdm_text(11, pause=0, every=1))
+    assert fewer.status == DIFFERENT and "11/11" in fewer.diff  # the count and percentage still count
+    assert text.compare(_tqdm_text(3, pause=0, every=1, desc="fit", postfix={"loss": 0.5}),
+                        _tqdm_text(3, pause=0.01, every=2, desc="fit", postfix={"loss": 0.75})).status == DIFFERENT
+    unknown = text.compare("\r0it [00:00, ?it/s]\r120it [00:02, 59.8it/s]\n", "\r120it [00:01, 1.20s/it]\n")
+    assert unknown.status == EQUAL
+    assert text.compare("done\rprogress 3\n", "done\rprogress 4\n").status == DIFFERENT  # not a bar: untouched
+
+
+def test_printed_sets_compare_in_any_order_and_dicts_within_tolerance():
+    from scidex_nbcapsule.verify.normalizers import SetReprPass, canonical_reprs
+
+    text = TextNormalizer(Settings())
+    assert text.compare("tags {'b', 'zz', 'a'}\n", "tags {'zz', 'a', 'b'}\n").status == EQUAL
+    assert text.compare("frozenset({'x', 'y'})", "frozenset({'y', 'x'})").status == EQUAL
+    assert text.compare("{'k': {3, 1, 2}, 'n': [{'q', 'p'}]}", "{'k': {1, 2, 3}, 'n': [{'p', 'q'}]}").status == EQUAL
+    assert text.compare("{'a', 'b'}", "{'a', 'c'}").status == DIFFERENT
+    assert TextNormalizer(Settings(), passes=[]).compare("{'b', 'a'}", "{'a', 'b'}").status == DIFFERENT
+    reordered = text.compare("{'b': 1, 'a': 2}\n", "{'a': 2, 'b': 1}\n")
+    assert reordered.status == WITHIN_TOLERANCE and reordered.detail.startswith("dict order differs")
+    assert text.compare("{'b': 1, 'a': 2}", "{'a': 1, 'b': 2}").status == DIFFERENT  # same keys, other values
+    assert SetReprPass(Settings()).compare("{0.1000000000001, 'a'}", "{'a', 0.1000000000002}").status == WITHIN_TOLERANCE
+    # nothing is evaluated: names, calls and unbalanced braces are left as they are
+    for odd in ("{__import__('os').system('echo hi')}", "{x, y}", "} {{ {1, 2", "\\frac{1}{2}", "{" * 5000):
+        assert canonical_reprs(odd) == odd
+    assert canonical_reprs("{ oops {3, 1} }") == "{ oops {1, 3} }"
+    assert canonical_reprs('{\n "b": {2, 1},\n "a": 1\n}', dicts=True) == '{\n "a": 1,\n "b": {1, 2}\n}'

@@ -9,7 +9,9 @@ the built-ins are used when the package's entry points are not installed.
 
 One module per family: :mod:`.base` (settings, results, numbers, the base
 class), :mod:`.text`, :mod:`.structured` (JSON), :mod:`.tables` (HTML and
-CSV), :mod:`.images`, :mod:`.svg`. Everything is importable from this package.
+CSV), :mod:`.images`, :mod:`.svg`, and the passes the text normaliser applies
+inside any printed text: :mod:`.progress` (tqdm bars) and :mod:`.reprs`
+(printed sets and dicts). Everything is importable from this package.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from .base import (DEFAULT_ATOL, DEFAULT_IMAGE_THRESHOLD, DEFAULT_RTOL, DIFFEREN
                    NUMBER_RE, WITHIN_TOLERANCE, Comparison, Normalizer, Sanitizer, Settings, _as_text, _worst,
                    compare_scalars, compare_text_numbers, numbers_close, unified_diff)
 from .images import ImageNormalizer, _decode_image, _sniff, image_data_uri, image_difference
+from .progress import ProgressBarPass
+from .reprs import SetReprPass, canonical_reprs
 from .structured import JSONNormalizer
 from .svg import SVGNormalizer, UnsafeXML, canonical_svg, parse_svg
 from .tables import CSVNormalizer, HTMLTableNormalizer, compare_tables, parse_html_tables
-from .text import TextNormalizer
+from .text import TextNormalizer, TextPass
 
 
 BUILTIN_NORMALIZERS: dict[str, type[Normalizer]] = {
@@ -33,6 +37,8 @@ BUILTIN_NORMALIZERS: dict[str, type[Normalizer]] = {
     "json": JSONNormalizer,
     "html-table": HTMLTableNormalizer,
     "csv": CSVNormalizer,
+    "progress": ProgressBarPass,
+    "set-repr": SetReprPass,
     "text": TextNormalizer,
 }
 
@@ -57,15 +63,21 @@ def normalizer_classes() -> dict[str, type[Normalizer]]:
 def load_normalizers(settings: Settings | None = None) -> list[Normalizer]:
     """One instance of each normaliser, in the order they are tried (most specific first)."""
     settings = settings or Settings()
-    instances = [cls(settings) for cls in normalizer_classes().values()]
-    return sorted(instances, key=lambda n: (n.priority, n.name))
+    instances = sorted((cls(settings) for cls in normalizer_classes().values()), key=lambda n: (n.priority, n.name))
+    passes = [n for n in instances if isinstance(n, TextPass)]
+    for normalizer in instances:
+        if isinstance(normalizer, TextNormalizer):
+            normalizer.passes = list(passes)
+    return instances
 
 
 def for_mime(normalizers: Sequence[Normalizer], mime: str, data: Any) -> Normalizer:
     for normalizer in normalizers:
         if normalizer.accepts(mime, data):
             return normalizer
-    return TextNormalizer(normalizers[0].settings if normalizers else Settings())
+    if not normalizers:
+        return TextNormalizer(Settings())
+    return TextNormalizer(normalizers[0].settings, passes=[n for n in normalizers if isinstance(n, TextPass)])
 
 
 def for_file(normalizers: Sequence[Normalizer], path: str) -> Normalizer | None:
@@ -78,6 +90,7 @@ def for_file(normalizers: Sequence[Normalizer], path: str) -> Normalizer | None:
 __all__ = ["ENTRY_POINT_GROUP", "EQUAL", "WITHIN_TOLERANCE", "DIFFERENT", "DEFAULT_RTOL", "DEFAULT_ATOL",
            "DEFAULT_IMAGE_THRESHOLD", "NUMBER_RE", "Sanitizer", "Settings", "Comparison", "Normalizer",
            "numbers_close", "compare_scalars", "compare_text_numbers", "unified_diff", "TextNormalizer",
+           "TextPass", "ProgressBarPass", "SetReprPass", "canonical_reprs",
            "JSONNormalizer", "HTMLTableNormalizer", "CSVNormalizer", "ImageNormalizer", "SVGNormalizer",
            "parse_html_tables", "compare_tables", "parse_svg", "canonical_svg", "UnsafeXML", "image_data_uri",
            "image_difference", "BUILTIN_NORMALIZERS", "normalizer_classes", "load_normalizers", "for_mime",
