@@ -1,0 +1,171 @@
+"""The RO-Crate JSON-LD of a capsule, built with the ``rocrate`` library."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import PurePosixPath
+from typing import Any
+
+from ..hashing import Digests
+from ..manifest import FileRecord, Manifest, Person
+from .citation import _public_origin
+from .plan import MANIFEST_FILE, PROCESS_RUN_CRATE, RO_CRATE_VERSION, WORKFLOW_RUN_CONTEXT
+
+
+def _one_or_many(refs: list[dict[str, str]]) -> dict[str, str] | list[dict[str, str]]:
+    """RO-Crate 1.1 prefers a single value over a one-element list."""
+    return refs[0] if len(refs) == 1 else refs
+
+
+def _add_person(crate, person: Person):
+    from rocrate.model.contextentity import ContextEntity
+
+    props: dict[str, Any] = {"@type": "Person", "name": person.name}
+    if person.email:
+        props["email"] = person.email
+    if person.affiliation:
+        org_id = "#org-" + "".join(c if c.isalnum() else "-" for c in person.affiliation.lower()).strip("-")
+        crate.add(ContextEntity(crate, org_id, {"@type": "Organization", "name": person.affiliation}))
+        props["affiliation"] = {"@id": org_id}
+    return crate.add(ContextEntity(crate, person.id, props))
+
+
+def spdx_uri(license_id: str) -> str:
+    return license_id if license_id.startswith("http") else f"https://spdx.org/licenses/{license_id}"
+
+
+def _manifest_file_props(digests: Digests | None) -> dict[str, Any]:
+    props: dict[str, Any] = {"name": "Capsule manifest", "encodingFormat": "application/json",
+                             "description": "scidex-nbcapsule manifest: digests, execution record, environment digest."}
+    if digests is not None:
+        props.update({"contentSize": str(digests.size), "sha256": digests.sha256})
+    return props
+
+
+def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_digests: Digests | None = None):
+    """The ``rocrate`` model of a capsule: RO-Crate 1.1 with the Process Run Crate 0.5 profile."""
+    from rocrate.model.contextentity import ContextEntity
+    from rocrate.rocrate import ROCrate
+
+    crate = ROCrate(version=RO_CRATE_VERSION, gen_preview=True)
+    crate.metadata.extra_contexts.append(WORKFLOW_RUN_CONTEXT)
+    root = crate.root_dataset
+    root["name"] = manifest.title
+    root["description"] = manifest.description or f"Notebook analysis {manifest.notebook}, captured as a capsule."
+    root["datePublished"] = manifest.created_at
+    root["identifier"] = manifest.identifier or f"urn:uuid:{manifest.capsule_id[len('capsule-'):]}"
+    if manifest.identifier and manifest.identifier.startswith(("http://", "https://")):
+        root["cite-as"] = manifest.identifier
+    license_uri = spdx_uri(manifest.license)
+    crate.add(ContextEntity(crate, license_uri, {"@type": "CreativeWork", "name": manifest.license,
+                                                  "identifier": license_uri}))
+    root["license"] = {"@id": license_uri}
+    profile = crate.add(ContextEntity(crate, PROCESS_RUN_CRATE, {
+        "@type": "CreativeWork", "name": "Process Run Crate", "version": "0.5"}))
+    root["conformsTo"] = {"@id": profile.id}
+    people = [_add_person(crate, p) for p in manifest.authors]
+    if people:
+        root["author"] = _one_or_many([{"@id": p.id} for p in people])
+        root["creator"] = _one_or_many([{"@id": p.id} for p in people])
+
+    python = environment["python"]
+    language = crate.add(ContextEntity(crate, "https://w3id.org/workflowhub/workflow-ro-crate#python", {
+        "@type": "ComputerLanguage", "name": "Python", "alternateName": "Python",
+        "url": {"@id": "https://www.python.org/"}, "version": python["version"]}))
+    interpreter_id = f"https://www.python.org/downloads/release/python-{python['version'].replace('.', '')}/"
+    interpreter = crate.add(ContextEntity(crate, interpreter_id, {
+        "@type": "SoftwareApplication", "name": f"{python['implementation']} {python['version']}",
+        "version": python["version"], "url": "https://www.python.org/"}))
+    packages = []
+    for name, version in sorted((environment.get("imported") or {}).items()):
+        pkg_id = f"https://pypi.org/project/{name}/{version}/"
+        packages.append(crate.add(ContextEntity(crate, pkg_id, {
+            "@type": "SoftwareApplication", "name": name, "version": version,
+            "url": f"https://pypi.org/project/{name}/"})))
+
+    entities = {}
+    git_commit = manifest.git_commit
+    for record in manifest.files:
+        props: dict[str, Any] = {
+            "name": PurePosixPath(record.path).name,
+            "contentSize": str(record.size),
+            "sha256": record.sha256,
+            "encodingFormat": record.encoding_format,
+        }
+        if record.swhid:
+            props["identifier"] = {"@id": f"https://archive.softwareheritage.org/{record.swhid}"}
+        notes = []
+        if record.read_sha256:
+            notes.append(f"Rewritten by the analysis; the version it read had sha256 {record.read_sha256}.")
+        if record.link_target:
+            notes.append(f"The analysis used this path, a symbolic link to {record.link_target}.")
+        if record.original_path:
+            notes.append(f"Read outside the project, from {record.original_path}.")
+        if notes:
+            props["description"] = " ".join(notes)
+        if record.path == manifest.notebook:
+            props.update({"@type": ["File", "SoftwareSourceCode"], "programmingLanguage": {"@id": language.id},
+                          "version": git_commit[:12] if git_commit else record.sha256[:12],
+                          "runtimePlatform": f"Python {python['version']}",
+                          "softwareRequirements": _one_or_many([{"@id": p.id} for p in packages]) if packages
+                          else None})
+            props["url"] = (f"https://archive.softwareheritage.org/{record.swhid}" if record.swhid
+                            else content_address(record))
+            if _public_origin(manifest):
+                props["codeRepository"] = _public_origin(manifest)
+            props = {k: v for k, v in props.items() if v is not None}
+        elif record.role == "code" and record.path.endswith(".py"):
+            props.update({"@type": ["File", "SoftwareSourceCode"], "programmingLanguage": {"@id": language.id}})
+        file_id = record.path if record.in_crate else record.linked_from
+        if not record.in_crate:
+            props["description"] = ("Not copied into the crate (larger than --link-large); fetch it from this "
+                                    "location and check its sha256.")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            entities[record.path] = crate.add_file(None, dest_path=file_id, properties=props)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        crate.add_file(None, dest_path=MANIFEST_FILE, properties=_manifest_file_props(manifest_digests))
+    if manifest.git and manifest.git.get("commit"):
+        repo_props: dict[str, Any] = {"@type": "SoftwareSourceCode", "name": "Source repository at the analysed commit",
+                                      "version": manifest.git["commit"]}
+        if _public_origin(manifest):
+            repo_props["codeRepository"] = _public_origin(manifest)
+        refs = [manifest.swhids.get(k) for k in ("revision", "directory") if manifest.swhids.get(k)]
+        if refs:
+            repo_props["identifier"] = _one_or_many([{"@id": f"https://archive.softwareheritage.org/{r}"}
+                                                     for r in refs])
+        crate.add(ContextEntity(crate, "#source-repository", repo_props))
+
+    inputs = [entities[r.path] for r in manifest.files if r.role == "input"]
+    outputs = [entities[r.path] for r in manifest.files if r.role == "output"]
+    run = manifest.execution
+    action: dict[str, Any] = {
+        "@type": "CreateAction",
+        "name": f"Run of {manifest.notebook}",
+        "instrument": {"@id": manifest.notebook},
+        "object": _one_or_many([{"@id": e.id} for e in inputs]) if inputs else None,
+        "result": _one_or_many([{"@id": e.id} for e in outputs]) if outputs else None,
+        "startTime": run.started or manifest.created_at,
+        "endTime": run.ended or manifest.created_at,
+        "actionStatus": "http://schema.org/CompletedActionStatus" if run.status == "completed"
+        else "http://schema.org/FailedActionStatus",
+        "description": f"Executed in kernel {environment.get('kernel', {}).get('name', 'python3')} "
+                       f"with {interpreter['name']}.",
+    }
+    if people:
+        action["agent"] = {"@id": people[0].id}
+    failed = [c.error for c in run.cells if c.status == "error" and c.error]
+    if run.status != "completed" and failed:
+        action["error"] = "; ".join(failed)[:5000]
+    if run.problems:
+        action["disambiguatingDescription"] = "Execution-order problems: " + "; ".join(p.message for p in run.problems)
+    action = {k: v for k, v in action.items() if v is not None}
+    create = crate.add(ContextEntity(crate, f"#run-{manifest.capsule_id}", action))
+    root["mentions"] = {"@id": create.id}
+    return crate
+
+
+def content_address(record: FileRecord) -> str:
+    """A resolvable name for a notebook not yet archived: its content address."""
+    return f"urn:sha256:{record.sha256}"
