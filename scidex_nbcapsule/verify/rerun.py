@@ -26,6 +26,9 @@ class ExecutionProblem:
     cell_id: str | None = None
     source: str | None = None
     traceback: str | None = None
+    #: For a cell error: the exception's class name and text (evidence for later checks; not in ``to_dict``).
+    ename: str | None = field(default=None, compare=False)
+    evalue: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "message": self.message, "cell_index": self.cell_index, "cell_id": self.cell_id,
@@ -40,6 +43,11 @@ class RerunResult:
     #: What the re-run's kernel and its children opened, renamed and deleted (the interposer's record;
     #: empty where it cannot be built).
     accesses: list[Any] = field(default_factory=list)
+    #: Whether the interposer traced the run; when not, ``untraced_reason`` says why, in one sentence.
+    traced: bool = False
+    untraced_reason: str | None = None
+    #: Files the kernel machinery itself uses (its connection file): never the notebook's.
+    kernel_files: list[str] = field(default_factory=list)
 
 
 def strip_ansi(text: str) -> str:
@@ -68,9 +76,13 @@ def rerun_notebook(path: str | os.PathLike, *, cell_timeout: int = 600, total_ti
     env[VERIFYING_ENV] = "1"
     env.update(extra_env or {})
     trace = None
+    untraced_reason = None
     if interposer.library_path() is not None:  # the re-run is traced like the export's own run
         trace = interposer.TraceSession.create(skip=environment_prefixes())
         env.update(trace.env())
+    else:
+        untraced_reason = interposer.unavailable_reason()
+    kernel_files: list[str] = []
     client = NotebookClient(nb, timeout=cell_timeout, km=km, allow_errors=False, record_timing=False,
                             kernel_name=kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"),
                             resources={"metadata": {"path": str(path.parent)}},
@@ -85,6 +97,9 @@ def rerun_notebook(path: str | os.PathLike, *, cell_timeout: int = 600, total_ti
     try:
         with client.setup_kernel(env=env):
             entered = True
+            connection_file = getattr(client.km, "connection_file", None)
+            if connection_file:
+                kernel_files.append(os.path.abspath(connection_file))
             for index, cell in enumerate(client.nb.cells):
                 if cell.cell_type != "code" or not cell.source.strip():
                     continue
@@ -114,7 +129,8 @@ def rerun_notebook(path: str | os.PathLike, *, cell_timeout: int = 600, total_ti
                 except CellExecutionError as exc:
                     problem = ExecutionProblem(
                         "cell-error", f"cell {index + 1} raised {exc.ename}: {strip_ansi(str(exc.evalue))}",
-                        traceback=strip_ansi(exc.traceback or str(exc)), **where(index))
+                        traceback=strip_ansi(exc.traceback or str(exc)), ename=str(exc.ename),
+                        evalue=strip_ansi(str(exc.evalue)), **where(index))
                     break
     except Exception as exc:  # noqa: BLE001 - any failure to start or talk to the kernel is a verdict, not a crash
         if problem is None:
@@ -131,7 +147,8 @@ def rerun_notebook(path: str | os.PathLike, *, cell_timeout: int = 600, total_ti
                     run_sync(km.shutdown_kernel)(now=True) if _is_async(km) else km.shutdown_kernel(now=True)
             except Exception:  # noqa: BLE001 - best effort; the kernel may already be gone
                 pass
-    return RerunResult(notebook=client.nb, problem=problem, seconds=time.monotonic() - started, accesses=accesses)
+    return RerunResult(notebook=client.nb, problem=problem, seconds=time.monotonic() - started, accesses=accesses,
+                       traced=trace is not None, untraced_reason=untraced_reason, kernel_files=kernel_files)
 
 
 def _is_async(km: Any) -> bool:
