@@ -309,3 +309,76 @@ def test_printed_sets_compare_in_any_order_and_dicts_within_tolerance():
         assert canonical_reprs(odd) == odd
     assert canonical_reprs("{ oops {3, 1} }") == "{ oops {1, 3} }"
     assert canonical_reprs('{\n "b": {2, 1},\n "a": 1\n}', dicts=True) == '{\n "a": 1,\n "b": {1, 2}\n}'
+
+
+def _rule_from(hint: str) -> str:
+    assert "sanitize = [" in hint, hint
+    return hint[hint.index("sanitize = ["):]
+
+
+def test_hints_name_a_sanitize_rule_that_was_checked_to_work(tmp_path):
+    from scidex_nbcapsule.verify.compare import compare_cell
+    from scidex_nbcapsule.verify.normalizers.hints import suggest
+
+    normalizers = load_normalizers()
+    text = next(n for n in normalizers if n.name == "text")
+    cases = {
+        "a compact timestamp": ("saved run_20261201-134514.csv\n", "saved run_20261201-134519.csv\n"),
+        "a Unix timestamp": ("started 1764596714.123456\n", "started 1765596790.5521\n"),  # days apart
+        "a date and a UUID": ("id 3f2a8e4c-1b2d-4e5f-8a9b-0c1d2e3f4a5b on 2024-05-01\n",
+                              "id 9e2a8e4c-1b2d-4e5f-8a9b-0c1d2e3f4a5b on 2024-05-02\n"),
+        "an elapsed time": ("fit took 13.2 ms\n", "fit took 250 ms\n"),
+    }
+    for what, (recorded, now) in cases.items():
+        assert text.compare(recorded, now).status == DIFFERENT
+        hint = suggest(recorded, now, text, normalizers, mime="stdout")
+        assert f"differ only in {what}" in hint and "[tool.nbcapsule.verify]" in hint, hint
+        (tmp_path / "pyproject.toml").write_text(f"[tool.nbcapsule.verify]\n{_rule_from(hint)}\n")
+        pasted = load_settings(None, None, project_dir=tmp_path)  # the hint, pasted as it is, works
+        assert TextNormalizer(pasted).compare(recorded, now).status != DIFFERENT, what
+    assert suggest("hello\n", "goodbye\n", text, normalizers) == ""
+    assert suggest("same\n", "same\n", text, normalizers) == ""
+    seed = suggest("draw 0.8444218515250481\n", "draw 0.7579544029403025\n", text, normalizers)
+    assert "random seed" in seed and "random.seed(0)" in seed
+    noise = suggest("mean 0.500001\n", "mean 0.500002\n", text, normalizers)
+    assert "rtol = 2e-6" in noise
+    assert TextNormalizer(Settings(rtol=2e-6)).compare("mean 0.500001\n", "mean 0.500002\n").status != DIFFERENT
+    # through compare_cell, as verify fills them in
+    cell = lambda out: nbformat.v4.new_code_cell("print(stamp)", outputs=[  # noqa: E731
+        nbformat.v4.new_output("stream", name="stdout", text=out)])
+    [difference] = compare_cell(1, cell("saved run_20261201-134514.csv\n"), cell("saved run_20261201-134530.csv\n"),
+                                normalizers)
+    assert difference.status == DIFFERENT and "compact timestamp" in difference.hint
+    assert difference.to_dict()["hint"] == difference.hint
+
+
+def test_hints_name_a_normaliser_or_pass_that_was_not_used():
+    from scidex_nbcapsule.verify.normalizers import SVGNormalizer
+    from scidex_nbcapsule.verify.normalizers.hints import suggest
+
+    normalizers = load_normalizers()
+    first, second = _mpl_svg(), _mpl_svg()
+    hint = suggest(first, second, TextNormalizer(Settings()), normalizers, path="fig.svg")
+    assert "only in element ids and dates" in hint and "`svg`" in hint
+    svg = SVGNormalizer(Settings())
+    assert "the drawing itself changed" in suggest(first, _mpl_svg((1, 4, 10))[:-7] + b"<g/></svg>\n", svg)
+    assert "only coordinates differ" in suggest(first, _mpl_svg((1, 4.5, 9)), svg)  # same axes, the line moved
+    bare = TextNormalizer(Settings(), passes=[])
+    assert "`set-repr`" in suggest("{'b', 'a'}\n", "{'a', 'b'}\n", bare)
+    assert "`progress`" in suggest(_tqdm_text(5, pause=0, every=1), _tqdm_text(5, pause=0.01, every=3), bare)
+    image = ImageNormalizer(Settings(image_threshold=0.0001))
+    assert "image_threshold = " in suggest(_png((200, 220, 240)), _png((200, 220, 240), dot=(10, 10)), image)
+    assert "size" in suggest(_png((1, 2, 3)), _png((1, 2, 3), size=(61, 40)), image)
+
+
+def test_hints_are_shown_escaped_and_redacted_in_every_report_form():
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    hint = f"add sanitize = [{{regex = '<b>{token}', replace = 'X'}}]"
+    report = VerificationReport(
+        verdict="mismatch", crate="/c", started=utc_now(), finished=utc_now(), seconds=1.0,
+        differences=[Difference("cell", "cell 2", DIFFERENT, "stdout", "text differs", "-a\n+b", hint=hint)])
+    data = json.loads(report.to_json())
+    assert data["differences"][0]["hint"].startswith("add sanitize = [{regex = '<b>") and token not in report.to_json()
+    assert "    hint: add sanitize" in report.summary() and token not in report.summary()
+    page = report.to_html()
+    assert "<b>hint:</b> add sanitize = [{regex = &#x27;&lt;b&gt;" in page and token not in page

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 from ..capture import is_capsule_cell
 from ..hashing import sha256_file
 from ..manifest import Manifest
-from .normalizers import (DIFFERENT, EQUAL, WITHIN_TOLERANCE, Comparison, Normalizer, TextNormalizer, for_file,
-                          for_mime)
+from .normalizers import DIFFERENT, EQUAL, WITHIN_TOLERANCE, Normalizer, TextNormalizer, for_file, for_mime
+from .normalizers.hints import suggest
 
 #: Representations tried in this order; the first one the recorded output has is compared.
 MIME_PREFERENCE = ("image/png", "image/jpeg", "image/gif", "image/svg+xml", "application/json", "text/html",
@@ -27,7 +27,11 @@ IGNORED_MIME = ("application/vnd.jupyter.widget-view+json", "application/vnd.jup
 
 @dataclass
 class Difference:
-    """One cell output or file that is not equal: ``status`` is ``different`` or ``within-tolerance``."""
+    """One cell output or file that is not equal: ``status`` is ``different`` or ``within-tolerance``.
+
+    ``hint``, for a difference, says what would have made it go away when something is known to (a ``sanitize``
+    rule, a tolerance, a normaliser that was not used, a seed): see :mod:`.normalizers.hints`.
+    """
 
     kind: str  # "cell" | "file"
     where: str
@@ -38,10 +42,12 @@ class Difference:
     images: tuple[str, str] | None = None
     cell_index: int | None = None
     cell_id: str | None = None
+    hint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = {"kind": self.kind, "where": self.where, "status": self.status, "what": self.what,
-                "detail": self.detail, "diff": self.diff, "cell_index": self.cell_index, "cell_id": self.cell_id}
+                "detail": self.detail, "diff": self.diff, "cell_index": self.cell_index, "cell_id": self.cell_id,
+                "hint": self.hint}
         if self.images:
             data["images"] = {"recorded": self.images[0], "re-executed": self.images[1]}
         return data
@@ -88,16 +94,18 @@ def compare_cell(index: int, recorded: Any, executed: Any, normalizers: Sequence
     cell_id = recorded.get("id")
     found: list[Difference] = []
 
-    def note(what: str, result: Comparison) -> None:
+    def note(what: str, normalizer: Normalizer, expected: Any, actual: Any) -> None:
+        result = normalizer.compare(expected, actual)
         if result.status != EQUAL:
+            hint = suggest(expected, actual, normalizer, normalizers, mime=what) if result.differs else ""
             found.append(Difference("cell", label, result.status, what, result.detail, result.diff, result.images,
-                                    index, cell_id))
+                                    index, cell_id, hint))
 
     streams_a, rich_a = cell_items(recorded)
     streams_b, rich_b = cell_items(executed)
     for name in sorted(set(streams_a) | set(streams_b)):
         normalizer = for_mime(normalizers, "stream", streams_a.get(name, ""))
-        note(name, normalizer.compare(streams_a.get(name, ""), streams_b.get(name, "")))
+        note(name, normalizer, streams_a.get(name, ""), streams_b.get(name, ""))
     if len(rich_a) != len(rich_b):
         text = TextNormalizer(normalizers[0].settings if normalizers else None)
         a, b = _rich_summary(rich_a), _rich_summary(rich_b)
@@ -108,8 +116,7 @@ def compare_cell(index: int, recorded: Any, executed: Any, normalizers: Sequence
         return found
     for data_a, data_b in zip(rich_a, rich_b):
         if "error" in data_a or "error" in data_b:
-            note("error", for_mime(normalizers, "text/plain", "").compare(data_a.get("error", ""),
-                                                                           data_b.get("error", "")))
+            note("error", for_mime(normalizers, "text/plain", ""), data_a.get("error", ""), data_b.get("error", ""))
             continue
         mime = _pick(data_a)
         if mime is None:
@@ -119,7 +126,7 @@ def compare_cell(index: int, recorded: Any, executed: Any, normalizers: Sequence
                                     f"{', '.join(sorted(data_b)) or 'nothing'}", "", None, index, cell_id))
             continue
         normalizer = for_mime(normalizers, mime, data_a[mime])
-        note(mime, normalizer.compare(data_a[mime], data_b[mime]))
+        note(mime, normalizer, data_a[mime], data_b[mime])
     return found
 
 
@@ -148,7 +155,9 @@ def compare_output_files(manifest: Manifest, recorded_root: Path, executed_root:
         fresh = executed_root / record.path
         if not fresh.is_file():
             found.append(Difference("file", record.path, DIFFERENT, record.encoding_format,
-                                    "the re-executed notebook did not write this file"))
+                                    "the re-executed notebook did not write this file",
+                                    hint="does a cell write it only under a condition, or did a %capsule cell "
+                                         "(skipped on re-execution) write it?"))
             continue
         sha = sha256_file(fresh)
         if sha == record.sha256:
@@ -160,13 +169,17 @@ def compare_output_files(manifest: Manifest, recorded_root: Path, executed_root:
             normalizer = for_mime(normalizers, record.encoding_format, "")
         if normalizer is None:
             found.append(Difference("file", record.path, DIFFERENT, record.encoding_format,
-                                    f"bytes differ: sha256 {record.sha256[:12]}… recorded, {sha[:12]}… now"))
+                                    f"bytes differ: sha256 {record.sha256[:12]}… recorded, {sha[:12]}… now",
+                                    hint=f"no normaliser compares {record.encoding_format} files by value: make the "
+                                         "file deterministic, or register one in the scidex_nbcapsule.normalizers "
+                                         "entry-point group"))
             continue
         result = normalizer.compare_files(expected, actual)
         if result.status != EQUAL:
+            hint = suggest(expected, actual, normalizer, normalizers, path=record.path) if result.differs else ""
             found.append(Difference("file", record.path, result.status, record.encoding_format,
                                     result.detail or f"bytes differ (sha256 {sha[:12]}…)", result.diff,
-                                    result.images))
+                                    result.images, hint=hint))
         else:
             found.append(Difference("file", record.path, WITHIN_TOLERANCE, record.encoding_format,
                                     f"bytes differ (sha256 {sha[:12]}…) but the values are equal after "

@@ -126,6 +126,8 @@ class VerificationReport:
                 lines += ["    " + line for line in ex["traceback"].strip().splitlines()[-12:]]
         for d in data["differences"]:
             lines.append(f"  {d['status']}: {d['where']} [{d['what']}] {d['detail']}")
+            if d.get("hint"):
+                lines.append(f"    hint: {d['hint']}")
             if d["status"] == DIFFERENT and d["diff"]:
                 lines += ["    " + line for line in d["diff"].splitlines()[:40]]
         lines += [f"  drift:     {w}" for w in data["environment_drift"]]
@@ -169,6 +171,9 @@ class VerificationReport:
                 parts.append(f"<details {'open' if d['status'] == DIFFERENT else ''}><summary><b>{esc(d['where'])}"
                              f"</b> <code>{esc(d['what'])}</code> — {esc(d['status'])}: {esc(d['detail'])}"
                              "</summary>")
+                if d.get("hint"):
+                    parts.append(f"<p class='nbcapsule-hint' style='margin:.3em 0;padding:.3em .5em;"
+                                 f"background:#fff8e1'><b>hint:</b> {esc(d['hint'])}</p>")
                 if d.get("diff"):
                     parts.append(_diff_html(d["diff"]))
                 if d.get("images"):

@@ -11,7 +11,8 @@ One module per family: :mod:`.base` (settings, results, numbers, the base
 class), :mod:`.text`, :mod:`.structured` (JSON), :mod:`.tables` (HTML and
 CSV), :mod:`.images`, :mod:`.svg`, and the passes the text normaliser applies
 inside any printed text: :mod:`.progress` (tqdm bars) and :mod:`.reprs`
-(printed sets and dicts). Everything is importable from this package.
+(printed sets and dicts). :mod:`.hints` says, for a difference, what would
+have made it go away. Everything is importable from this package.
 """
 
 from __future__ import annotations
