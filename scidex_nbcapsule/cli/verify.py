@@ -1,8 +1,9 @@
 """``nbcapsule verify`` and ``nbcapsule binder``.
 
 Exit codes of ``nbcapsule verify``: 0 verified or verified-within-tolerance,
-10 mismatch, 11 execution-failed, 12 fixity-failed, 2 usage error or unreadable
-/ unsafe crate, 3 registry failure, 4 unknown capsule id.
+10 mismatch, 11 execution-failed, 12 fixity-failed, 13 incomplete (the re-run read
+a file the crate does not hold), 2 usage error or unreadable / unsafe crate,
+3 registry failure, 4 unknown capsule id.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ def add_commands(subparsers: Any) -> None:
     v = subparsers.add_parser(
         "verify", help="check a capsule's fixity, re-run its notebook in a fresh kernel and compare",
         description="Re-verify a capsule (crate folder, .zip/.eln, or registered capsule id). Exit codes: 0 verified "
-                    "(or within tolerance), 10 mismatch, 11 execution-failed, 12 fixity-failed, 2 usage/crate "
-                    "error, 3 registry error, 4 unknown capsule id.")
+                    "(or within tolerance: also when the re-run wrote files the capsule has no recorded output "
+                    "for, which were not compared), 10 mismatch, 11 execution-failed, 12 fixity-failed, "
+                    "13 incomplete (the re-run read a file the crate does not hold: from outside the crate, or "
+                    "one missing from it), 2 usage/crate error, 3 registry error, 4 unknown capsule id. "
+                    "Precedence: fixity-failed, incomplete, execution-failed, mismatch, within tolerance. "
+                    "The re-run is traced with an LD_PRELOAD library built with the C compiler; without it "
+                    "(or with NBCAPSULE_INTERPOSER=0) the report says which checks were not made.")
     v.add_argument("crate", metavar="CRATE_OR_ID", help="crate folder, .zip/.eln, or a registered capsule id")
     v.add_argument("--db", metavar="URL", help="registry URL (default: $SCIDEX_NBCAPSULE_DB); the verification is "
                    "recorded there when the capsule is registered")

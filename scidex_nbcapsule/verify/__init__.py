@@ -11,14 +11,21 @@ Verdicts and ``nbcapsule verify`` exit codes:
 verdict                         exit code  meaning
 ==============================  =========  ==================================================
 ``verified``                    0          every analysis cell and output file matched
-``verified-within-tolerance``   0          matched up to numeric/image tolerances or masks
+``verified-within-tolerance``   0          matched up to numeric/image tolerances or masks, or the
+                                           re-run wrote files the capsule has no recorded output for
 ``mismatch``                    10         a cell output or output file differs
 ``execution-failed``            11         a cell raised, timed out, or the kernel died
 ``fixity-failed``               12         a file is missing, extra or altered; not re-run
+``incomplete``                  13         the re-run read a file the crate does not hold
 (usage or capsule error)        2          bad arguments, unreadable or unsafe crate
 (registry error)                3          the registry failed
 (unknown capsule id)            4          no capsule with that id is registered
 ==============================  =========  ==================================================
+
+Precedence when several apply: fixity-failed > incomplete > execution-failed > mismatch >
+verified-within-tolerance > verified (see :func:`.report.decide`). The re-run is traced with the
+``LD_PRELOAD`` interposer; without it (no C compiler, ``NBCAPSULE_INTERPOSER=0``) the report says that
+reads outside the crate and unrecorded outputs were not checked (:mod:`.accesses`).
 """
 
 from __future__ import annotations
@@ -37,11 +44,12 @@ from typing import Any, Iterator
 from ..crate import MANIFEST_FILE, OpenedCrate, open_crate
 from ..errors import CapsuleError, CrateError, UnsafeArchive, VerificationError
 from ..manifest import is_capsule_id, utc_now
+from .accesses import IncompleteFile, NotCompared, check_accesses
 from .compare import Difference, compare_notebooks, compare_output_files
 from .environment import current_environment, environment_drift, rebuild
 from .fixity import FixityProblem, check_fixity
 from .normalizers import Settings, load_normalizers
-from .report import (EXECUTION_FAILED, EXIT_CODES, FIXITY_FAILED, MISMATCH, VERDICTS, VERIFIED,
+from .report import (EXECUTION_FAILED, EXIT_CODES, FIXITY_FAILED, INCOMPLETE, MISMATCH, VERDICTS, VERIFIED,
                      VERIFIED_WITHIN_TOLERANCE, VerificationReport, decide)
 from ..capture import VERIFYING_ENV
 from .rerun import ExecutionProblem, rerun_notebook
@@ -209,7 +217,8 @@ def _verify_path(path: Path, *, cell_timeout: int, total_timeout: int, fresh_env
 
     def finish(**fields: Any) -> VerificationReport:
         fields.setdefault("verdict", decide(fields.get("fixity", []), fields.get("execution"),
-                                            fields.get("differences", [])))
+                                            fields.get("differences", []), fields.get("incomplete", []),
+                                            fields.get("not_compared", [])))
         return VerificationReport(crate=str(path), started=started_at, finished=utc_now(),
                                   seconds=time.monotonic() - started, fresh_env=fresh_env, **fields)
 
@@ -268,7 +277,14 @@ def _verify_opened(opened: OpenedCrate, finish: Any, *, cell_timeout: int, total
             current = snapshot.result()
         drift = environment_drift(_recorded_environment(opened.root), current)
         digest = environment_digest(current)
+        touched = check_accesses(result, manifest, copy, own_dirs=[env.prefix] if fresh_env else [])
+        notes += touched.notes
+        if not touched.traced:
+            why = touched.untraced_reason or "the file-access tracer is not available"
+            notes.append(f"the re-run was not traced ({why}): files read from outside the crate and files written "
+                         "but not recorded as outputs were not checked")
         common = dict(environment_drift=drift, settings=settings.to_dict(), environment_digest=digest, notes=notes,
+                      incomplete=touched.incomplete, not_compared=touched.not_compared, traced=touched.traced,
                       **ident)
         if result.problem is not None:
             return finish(execution=result.problem, **common)
@@ -300,5 +316,5 @@ def _read_nb(path: Path) -> Any:
 
 
 __all__ = ["verify", "VerificationReport", "Settings", "load_settings", "VERDICTS", "EXIT_CODES", "VERIFIED",
-           "VERIFIED_WITHIN_TOLERANCE", "MISMATCH", "EXECUTION_FAILED", "FIXITY_FAILED", "Difference",
-           "FixityProblem", "ExecutionProblem", "CapsuleError"]
+           "VERIFIED_WITHIN_TOLERANCE", "MISMATCH", "EXECUTION_FAILED", "FIXITY_FAILED", "INCOMPLETE", "Difference",
+           "FixityProblem", "ExecutionProblem", "IncompleteFile", "NotCompared", "CapsuleError"]

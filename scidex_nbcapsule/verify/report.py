@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..redaction import redact
+from .accesses import IncompleteFile, NotCompared
 from .compare import Difference
 from .fixity import FixityProblem
 from .normalizers import DIFFERENT, WITHIN_TOLERANCE
@@ -23,13 +24,15 @@ VERIFIED_WITHIN_TOLERANCE = "verified-within-tolerance"
 MISMATCH = "mismatch"
 EXECUTION_FAILED = "execution-failed"
 FIXITY_FAILED = "fixity-failed"
-VERDICTS = (VERIFIED, VERIFIED_WITHIN_TOLERANCE, MISMATCH, EXECUTION_FAILED, FIXITY_FAILED)
+INCOMPLETE = "incomplete"
+VERDICTS = (VERIFIED, VERIFIED_WITHIN_TOLERANCE, MISMATCH, EXECUTION_FAILED, FIXITY_FAILED, INCOMPLETE)
 
 #: Exit status of ``nbcapsule verify`` per verdict (usage errors and other CapsuleErrors exit 2 to 5).
-EXIT_CODES = {VERIFIED: 0, VERIFIED_WITHIN_TOLERANCE: 0, MISMATCH: 10, EXECUTION_FAILED: 11, FIXITY_FAILED: 12}
+EXIT_CODES = {VERIFIED: 0, VERIFIED_WITHIN_TOLERANCE: 0, MISMATCH: 10, EXECUTION_FAILED: 11, FIXITY_FAILED: 12,
+              INCOMPLETE: 13}
 
 _COLOURS = {VERIFIED: "#0a7d27", VERIFIED_WITHIN_TOLERANCE: "#4f7d0a", MISMATCH: "#b35c00",
-            EXECUTION_FAILED: "#b00020", FIXITY_FAILED: "#b00020"}
+            EXECUTION_FAILED: "#b00020", FIXITY_FAILED: "#b00020", INCOMPLETE: "#8a1f8a"}
 
 
 def clean(value: Any) -> Any:
@@ -45,15 +48,27 @@ def clean(value: Any) -> Any:
     return value
 
 
-def decide(fixity: list[FixityProblem], execution: ExecutionProblem | None, differences: list[Difference]) -> str:
-    """Fixity first (nothing else counts on altered bytes), then execution, then the comparison."""
+def decide(fixity: list[FixityProblem], execution: ExecutionProblem | None, differences: list[Difference],
+           incomplete: list[IncompleteFile] | tuple = (), not_compared: list[NotCompared] | tuple = ()) -> str:
+    """fixity-failed > incomplete > execution-failed > mismatch > verified-within-tolerance > verified.
+
+    Fixity first: nothing else counts on altered bytes (a recorded input missing from the crate is a fixity
+    failure, found before anything runs). An incomplete capsule comes next, before an execution failure:
+    when the notebook fails because a file is not in the crate, the capsule's gap is the cause and the
+    library's ``FileNotFoundError`` only its symptom; and a run that read files from outside the crate says
+    nothing about the capsule whether it then failed or not. Then execution, then the comparison. Files
+    written but never recorded as outputs were compared with nothing, so at best the result is within
+    tolerance, never ``verified``.
+    """
     if fixity:
         return FIXITY_FAILED
+    if incomplete:
+        return INCOMPLETE
     if execution is not None:
         return EXECUTION_FAILED
     if any(d.status == DIFFERENT for d in differences):
         return MISMATCH
-    if any(d.status == WITHIN_TOLERANCE for d in differences):
+    if not_compared or any(d.status == WITHIN_TOLERANCE for d in differences):
         return VERIFIED_WITHIN_TOLERANCE
     return VERIFIED
 
@@ -79,6 +94,12 @@ class VerificationReport:
     environment_digest: str | None = None
     recorded: bool = False
     notes: list[str] = field(default_factory=list)
+    #: Inputs the re-run read that the crate does not hold (the verdict is then ``incomplete``).
+    incomplete: list[IncompleteFile] = field(default_factory=list)
+    #: Files the re-run wrote that the capsule has no recorded output for.
+    not_compared: list[NotCompared] = field(default_factory=list)
+    #: Whether the re-run's file accesses were traced; None when nothing was re-run.
+    traced: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -104,6 +125,9 @@ class VerificationReport:
             "environment_drift": list(self.environment_drift),
             "execution": self.execution.to_dict() if self.execution else None,
             "differences": [d.to_dict() for d in self.differences],
+            "incomplete": [i.to_dict() for i in self.incomplete],
+            "not_compared": [n.to_dict() for n in self.not_compared],
+            "traced": self.traced,
             "settings": self.settings,
             "fresh_env": self.fresh_env,
             "environment_digest": self.environment_digest,
@@ -119,6 +143,7 @@ class VerificationReport:
         data = self.to_dict()
         lines = [f"{data['verdict']}: {data['capsule_id'] or data['crate']} ({data['seconds']:.1f} s)"]
         lines += [f"  fixity:    {p['message']}" for p in data["fixity"]]
+        lines += [f"  incomplete: {i['path']}: {i['message']}" for i in data["incomplete"]]
         if data["execution"]:
             ex = data["execution"]
             lines.append(f"  execution: {ex['message']}")
@@ -130,6 +155,7 @@ class VerificationReport:
                 lines.append(f"    hint: {d['hint']}")
             if d["status"] == DIFFERENT and d["diff"]:
                 lines += ["    " + line for line in d["diff"].splitlines()[:40]]
+        lines += [f"  not compared: {n['path']}: {n['message']}" for n in data["not_compared"]]
         lines += [f"  drift:     {w}" for w in data["environment_drift"]]
         lines += [f"  note:      {n}" for n in data["notes"]]
         return "\n".join(lines)
@@ -157,6 +183,10 @@ class VerificationReport:
             parts.append("<h4>Fixity problems</h4><ul>" + "".join(
                 f"<li><code>{esc(p['path'])}</code> ({esc(p['kind'])}): {esc(p['message'])}</li>"
                 for p in data["fixity"]) + "</ul>")
+        if data["incomplete"]:
+            parts.append("<h4>Incomplete: inputs the crate does not hold</h4><ul>" + "".join(
+                f"<li><code>{esc(i['path'])}</code> ({esc(i['kind'])}): {esc(i['message'])}</li>"
+                for i in data["incomplete"]) + "</ul>")
         if data["execution"]:
             ex = data["execution"]
             parts.append(f"<h4>Execution failed</h4><p>{esc(ex['message'])}</p>")
@@ -182,7 +212,11 @@ class VerificationReport:
                         for uri in (d["images"]["recorded"], d["images"]["re-executed"])) + "</tr></table>")
                 parts.append("</details>")
         elif data["verdict"] in (VERIFIED, VERIFIED_WITHIN_TOLERANCE):
-            parts.append("<p>Every analysis cell and output file matched.</p>")
+            parts.append("<p>Every analysis cell and recorded output file matched.</p>")
+        if data["not_compared"]:
+            parts.append("<h4>Not compared: written by the re-run, not recorded as outputs</h4><ul>" + "".join(
+                f"<li><code>{esc(n['path'])}</code>: {esc(n['message'])}</li>" for n in data["not_compared"])
+                + "</ul>")
         if data["environment_drift"]:
             parts.append("<h4>Environment drift (warnings)</h4><ul>" + "".join(
                 f"<li>{esc(w)}</li>" for w in data["environment_drift"]) + "</ul>")
