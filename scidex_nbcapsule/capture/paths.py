@@ -39,7 +39,9 @@ def interpreter_dirs() -> tuple[str, ...]:
 
 @lru_cache(maxsize=1)
 def environment_prefixes() -> tuple[str, ...]:
-    """Prefixes whose files are never inputs: the system, the interpreter, Jupyter's runtime folder, our traces."""
+    """Prefixes whose files are never inputs: the system, the interpreter, Jupyter's runtime folder, the user's
+    cache and configuration folders (font lists, matplotlib's cache; hidden folders by default, but
+    ``$XDG_CACHE_HOME`` / ``$XDG_CONFIG_HOME`` / ``$MPLCONFIGDIR`` may name any folder), our traces."""
     prefixes = set(SYSTEM_PREFIXES) | set(interpreter_dirs())
     try:
         from jupyter_core.paths import jupyter_runtime_dir
@@ -47,6 +49,17 @@ def environment_prefixes() -> tuple[str, ...]:
         prefixes.add(os.path.realpath(jupyter_runtime_dir()) + os.sep)
     except Exception:  # jupyter_core is a dependency, but its folder lookup may fail on odd set-ups
         pass
+    folders = [os.environ.get("MPLCONFIGDIR")]
+    try:
+        import platformdirs
+
+        folders += [platformdirs.user_cache_dir(), platformdirs.user_config_dir()]
+    except Exception:  # platformdirs is a dependency; an odd HOME must not stop capture
+        pass
+    too_wide = {os.path.realpath(p) for p in (os.sep, os.path.expanduser("~"), tempfile.gettempdir())}
+    for folder in folders:
+        if folder and os.path.isabs(folder) and os.path.realpath(folder) not in too_wide:
+            prefixes.add(os.path.realpath(folder).rstrip(os.sep) + os.sep)
     return tuple(sorted(prefixes))
 
 

@@ -247,3 +247,21 @@ def test_the_server_job_reports_incomplete_as_documented(crates, tmp_path):
     assert set(verdict["enum"]) == {*VERDICTS, None}
     jsonschema.Draft202012Validator(dict(spec["components"]["schemas"]["Job"],
                                          components=spec["components"])).validate(job.to_dict())
+
+
+@pytest.mark.parametrize("variable", ["XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR"])
+def test_cache_and_configuration_folders_are_the_environment_wherever_they_are(variable, tmp_path):
+    """Font lists and matplotlib's cache under a visible $XDG_CACHE_HOME are no inputs; /tmp itself stays data."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    probe = ("import sys; from scidex_nbcapsule.capture.paths import is_environment_path as e; "
+             "print(e(sys.argv[1]), e(sys.argv[2]))")
+    for folder, expected in ((tmp_path / "cache", "True"), (Path(tempfile.gettempdir()), "False")):
+        env = dict(os.environ, **{variable: str(folder)})
+        done = subprocess.run([sys.executable, "-c", probe, str(folder / "fontlist.json"),
+                               str(tmp_path / "project" / "data.csv")], env=env, capture_output=True, text=True,
+                              check=True)
+        assert done.stdout.split() == [expected, "False"], (folder, done.stdout, done.stderr)
