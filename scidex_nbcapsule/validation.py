@@ -88,6 +88,13 @@ def seed_cache(cache_path: str | os.PathLike, contexts_dir: str | os.PathLike | 
     return Path(cache_path)
 
 
+def bag_payload(folder: Path) -> Path | None:
+    """``data/`` of a BagIt bag (RFC 8493) that holds an RO-Crate there, else None."""
+    if folder.is_dir() and (folder / "bagit.txt").is_file() and (folder / "data" / "ro-crate-metadata.json").is_file():
+        return folder / "data"
+    return None
+
+
 def default_cache_path() -> Path:
     from platformdirs import user_cache_dir
 
@@ -107,7 +114,8 @@ def require_validator() -> None:
 
 def validate_crate(crate: str | os.PathLike, *, profile: str = DEFAULT_PROFILE, severity: str = "REQUIRED",
                    cache_path: str | os.PathLike | None = None, seed: bool = True) -> ValidationReport:
-    """Run ``roc-validator`` offline on a crate folder or zip (``seed=False``: the cache is ready)."""
+    """Run ``roc-validator`` offline on a crate folder, RO-Crate zip, ``.eln`` or BagIt bag of a crate
+    (``seed=False``: the cache is ready)."""
     require_validator()
     try:
         from rocrate_validator import services
@@ -128,6 +136,9 @@ def validate_crate(crate: str | os.PathLike, *, profile: str = DEFAULT_PROFILE, 
 
         with open_crate(crate) as opened:
             return validate_crate(opened.root, profile=profile, severity=severity, cache_path=cache, seed=False)
+    bagged = bag_payload(crate)
+    if bagged is not None:  # a BagIt bag of a crate: the crate is its payload, data/
+        return validate_crate(bagged, profile=profile, severity=severity, cache_path=cache, seed=False)
     settings = ValidationSettings(rocrate_uri=str(crate), profile_identifier=profile,
                                   requirement_severity=severity, offline=True, cache_path=cache)
     result = services.validate(settings)

@@ -141,12 +141,16 @@ def test_identifier_becomes_cite_as(simple):
 
 
 @pytest.mark.parametrize("fmt", ["zip", "eln"])
-def test_zip_and_eln_hold_one_root_folder(simple, fmt, validate):
+def test_zip_has_metadata_at_its_root_and_eln_one_root_folder(simple, fmt, validate):
     capsule = _export(simple, fmt=fmt)
     assert capsule.path.suffix == f".{fmt}"
     with zipfile.ZipFile(capsule.path) as archive:
-        tops = {name.split("/", 1)[0] for name in archive.namelist()}
-    assert tops == {capsule.capsule_id}
+        names = archive.namelist()
+    tops = {name.split("/", 1)[0] for name in names}
+    if fmt == "zip":
+        assert "ro-crate-metadata.json" in names and capsule.capsule_id not in tops
+    else:
+        assert tops == {capsule.capsule_id}
     with open_crate(capsule.path) as opened:
         assert opened.manifest.capsule_id == capsule.capsule_id
         assert opened.checksum == capsule.checksum

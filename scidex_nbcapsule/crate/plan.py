@@ -23,6 +23,8 @@ DEFAULT_MAX_UNZIP_BYTES = 32 << 30
 #: Largest ratio of unpacked to packed size a member may claim before we call it a bomb.
 MAX_COMPRESSION_RATIO = 1000
 PARTIAL_PREFIX = ".nbcapsule-partial-"
+#: Who publishes the structured data (``sdPublisher``) unless the team configures its own Organization.
+DEFAULT_PUBLISHER = {"name": "scidex-nbcapsule", "url": "https://pypi.org/project/scidex-nbcapsule/"}
 
 mimetypes.add_type(NOTEBOOK_FORMAT, ".ipynb")
 mimetypes.add_type("text/markdown", ".md")
@@ -79,3 +81,5 @@ class CratePlan:
     #: Callable(file, content) giving the reasons a small file must be withheld (secrets), applied to the very
     #: bytes about to be copied, in the same read; None: nothing is screened here.
     screen: Callable[[PayloadFile, bytes], list[str]] | None = None
+    #: The Organization that publishes the crate's metadata (``name``, ``url``); None: :data:`DEFAULT_PUBLISHER`.
+    publisher: dict[str, str] | None = None

@@ -137,13 +137,17 @@ def check_metadata(metadata: Any) -> None:
 
 @contextlib.contextmanager
 def open_crate(location: str | os.PathLike, *, max_bytes: int | None = None) -> Iterator[OpenedCrate]:
-    """Open a crate folder, ``.zip`` or ``.eln``; zips are unpacked into a temporary folder, removed after."""
+    """Open a crate folder, RO-Crate ``.zip`` (metadata at its root, or in one top folder as older crates have
+    it), ``.eln`` or BagIt bag of a crate; archives are unpacked into a temporary folder, removed after."""
     path = Path(location)
     if not path.exists():
         raise CrateError(f"{path} does not exist", hint="give the path of a capsule folder, .zip or .eln")
     with contextlib.ExitStack() as stack:
         if path.is_dir():
             root = path
+            if not (root / METADATA_FILE).exists() and (root / "bagit.txt").is_file() \
+                    and (root / "data" / METADATA_FILE).is_file():
+                root = root / "data"  # a BagIt bag of a crate: the crate is its payload
         elif zipfile.is_zipfile(path):
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nbcapsule-open-")))
             root = safe_extract(path, workdir, limit=max_bytes)

@@ -24,9 +24,9 @@ from ..manifest import FileRecord, Manifest, readable_json
 from ..redaction import withheld_file
 from ..swhid import content_swhid
 from .citation import citation_cff
-from .layouts import _zip_folder
+from .layouts import LAYOUTS, eln_metadata, pack
 from .metadata import build_metadata
-from .plan import (CRATE_OWN_FILES, ENVIRONMENT_PREFIXES, MANIFEST_FILE, METADATA_FILE, PARTIAL_PREFIX, CratePlan,
+from .plan import (CRATE_OWN_FILES, DEFAULT_PUBLISHER, ENVIRONMENT_PREFIXES, MANIFEST_FILE, METADATA_FILE, PARTIAL_PREFIX, CratePlan,
                    PayloadFile, encoding_format)
 
 
@@ -82,7 +82,7 @@ def _write_generated(root: Path, path: str, data: bytes, role: str, durable: boo
 
 def write_crate(plan: CratePlan, dest: Path, *, fmt: str = "folder") -> tuple[Path, Manifest, str]:
     """Build the crate described by ``plan`` under ``dest``; return its path, sealed manifest and checksum."""
-    if fmt not in ("folder", "zip", "eln"):
+    if fmt not in LAYOUTS:
         raise CapsuleError(f"unknown crate format {fmt!r}", hint="use folder, zip or eln")
     dest = Path(dest)
     made = [folder for folder in (dest, *dest.parents) if not folder.exists()]  # their names must last too
@@ -97,12 +97,12 @@ def write_crate(plan: CratePlan, dest: Path, *, fmt: str = "folder") -> tuple[Pa
     partial_zip = dest / f"{PARTIAL_PREFIX}{os.getpid()}-{manifest.capsule_id}.{fmt}"
     try:
         work.mkdir()
-        checksum = _fill(plan, work, durable=fmt == "folder")  # a folder zipped and removed need not last
+        checksum = _fill(plan, work, durable=fmt == "folder", fmt=fmt)  # a folder zipped and removed need not last
         if fmt == "folder":
             sync_dirs(work)  # its files are on disk already: the names in its folders, deepest first
             _rename_into_place(work, final)
         else:
-            _zip_folder(work, partial_zip, manifest.capsule_id)
+            pack(work, partial_zip, fmt, manifest.capsule_id)
             _rename_into_place(partial_zip, final)
             shutil.rmtree(work)
         for folder in made:  # a destination made here: each new folder's name in its parent
@@ -129,7 +129,7 @@ def _rename_into_place(src: Path, final: Path) -> None:
     sync_path(final.parent)  # the rename survives a crash once the folder holding the name is on disk
 
 
-def _fill(plan: CratePlan, root: Path, *, durable: bool) -> str:
+def _fill(plan: CratePlan, root: Path, *, durable: bool, fmt: str = "folder") -> str:
     """Write every file of the crate into ``root``; with ``durable``, each is on disk when written."""
     manifest = plan.manifest
     records: list[FileRecord] = []
@@ -173,7 +173,16 @@ def _fill(plan: CratePlan, root: Path, *, durable: bool) -> str:
     manifest_bytes = manifest.seal_to_json().encode("utf-8")
     write_file(root / MANIFEST_FILE, manifest_bytes, durable=durable)
     crate = build_metadata(manifest, plan.environment, hash_bytes(manifest_bytes))
-    write_metadata(crate, root, durable=durable)
+    doc = crate.metadata.generate()
+    if fmt == "eln":
+        doc = eln_metadata(doc, publisher=plan.publisher or DEFAULT_PUBLISHER, title=manifest.title,
+                           authors=[p.id for p in manifest.authors], created=manifest.created_at,
+                           capsule_id=manifest.capsule_id, description=manifest.description)
+    write_metadata_document(doc, root, durable=durable)
+    if crate.preview is not None:
+        crate.preview.write(root)
+        if durable:
+            sync_path(root / crate.preview.id)  # written by rocrate
     del crate
     return _checksum_of_new_crate(manifest, root)
 
@@ -208,6 +217,12 @@ def _copy_payload(plan: CratePlan, root: Path, durable: bool) -> Iterator[_Copie
     """What became of each payload file, in order; copied by the executor's threads a bounded window ahead,
     so file creation, cold reads and waits for the disk (``durable``) overlap instead of queueing one by one."""
     return ordered_map(plan.executor, lambda item: _copy_one(plan, root, item, durable), plan.files)
+
+
+def write_metadata_document(doc: dict[str, Any], root: Path, *, durable: bool = False) -> None:
+    """``ro-crate-metadata.json`` from its JSON-LD: one entity per line (the C encoder; indenting every entity
+    in pure Python takes seconds over tens of thousands of files)."""
+    write_file(root / METADATA_FILE, readable_json(doc, "@graph").encode("utf-8"), durable=durable)
 
 
 def write_metadata(crate, root: Path, *, durable: bool = False) -> None:
