@@ -218,3 +218,135 @@ def test_the_rerun_kernel_and_its_children_are_traced(tmp_path):
     assert result.problem is None
     seen = {(e.op, Path(e.path).name) for e in result.accesses if Path(e.path).parent == tmp_path}
     assert {("read", "in.txt"), ("write", "out.txt")} <= seen
+
+
+# -- issue 14: deterministic work is not a mismatch, and a mismatch says what would help ------------------------
+GREEK = "{'alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta'}"
+
+
+def _export_with_env(base: Path, name: str, *cells: str, extra_env: dict | None = None) -> Path:
+    project = base / name
+    make_notebook(project / "nb.ipynb", *cells)
+    result = run_notebook(project / "nb.ipynb", extra_env=extra_env,
+                          export_argv=["--dest", str(base / f"{name}-crates"), "--license", "CC0-1.0",
+                                       "--author", "Test Author"])
+    assert result.error is None, result.error
+    return Path(result.capsule["crate"])
+
+
+@pytest.fixture(scope="module")
+def issue14(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("issue14")
+    return {
+        "svg": _export_with_env(base, "svg", """
+            %config InlineBackend.figure_formats = ['svg']
+            import matplotlib.pyplot as plt
+            from pathlib import Path
+            Path("results").mkdir(exist_ok=True)
+            fig, ax = plt.subplots(figsize=(3, 2))
+            ax.plot([1, 2, 3], [1, 4, 9], label="squares")
+            ax.legend()
+            fig.savefig("results/fig.svg", format="svg")
+            plt.show()
+            """),
+        "tqdm": _export_with_env(base, "tqdm", """
+            import sys, time
+            from tqdm import tqdm
+            for i in tqdm(range(50)):
+                time.sleep(0.01)
+            for i in tqdm(range(20), file=sys.stdout, desc="stdout"):
+                time.sleep(0.01)
+            print("done")
+            """),
+        "set": _export_with_env(base, "set", f"print({GREEK})", extra_env={"PYTHONHASHSEED": "1"}),
+        "stamp": _export_with_env(base, "stamp", """
+            import datetime
+            print("saved run_" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S.%f") + ".csv")
+            """),
+        "hostile": _export_with_env(base, "hostile", f"""
+            import random
+            from pathlib import Path
+            from IPython.display import display
+            bomb = {BILLION_LAUGHS_SVG!r}.replace("lol", "lol%d" % random.randrange(10**9))
+            Path("bomb.svg").write_text(bomb)
+            display({{"image/svg+xml": bomb}}, raw=True)
+            """),
+    }
+
+
+_LAUGHS = "".join(f'<!ENTITY l{i} "{("&l%d;" % (i - 1)) * 10}">' for i in range(1, 10))
+BILLION_LAUGHS_SVG = (f'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY l0 "lol">{_LAUGHS}]>'
+                      '<svg xmlns="http://www.w3.org/2000/svg"><text>&l9;</text></svg>')
+
+
+def _without(monkeypatch, name: str) -> None:
+    """Verify as if normaliser or text pass ``name`` were not installed."""
+    from scidex_nbcapsule.verify import normalizers
+
+    classes = normalizers.normalizer_classes
+    monkeypatch.setattr(normalizers, "normalizer_classes", lambda: {k: v for k, v in classes().items() if k != name})
+
+
+def test_default_matplotlib_svg_figure_and_file_are_verified(issue14, monkeypatch):
+    report = verify(issue14["svg"], record=False)
+    assert report.verdict in ("verified", "verified-within-tolerance"), report.summary()
+    assert not [d for d in report.differences if d.status == "different"]
+    files = {d.where: d for d in report.differences if d.kind == "file"}
+    assert "results/fig.svg" in files and "(svg)" in files["results/fig.svg"].detail  # the bytes did differ
+    # without the SVG normaliser the same capsule is a mismatch: random ids and dates, and the hint says why
+    _without(monkeypatch, "svg")
+    without = verify(issue14["svg"], record=False)
+    assert without.verdict == "mismatch", without.summary()
+    kinds = {(d.kind, d.what) for d in without.differences if d.status == "different"}
+    assert ("cell", "image/svg+xml") in kinds and any(kind == "file" for kind, _what in kinds)
+    assert all("`svg` normaliser would accept" in d.hint for d in without.differences if d.status == "different")
+
+
+def test_text_tqdm_progress_bars_are_not_a_mismatch(issue14, monkeypatch):
+    report = verify(issue14["tqdm"], record=False)
+    assert report.verdict in ("verified", "verified-within-tolerance"), report.summary()
+    _without(monkeypatch, "progress")  # then the rates, clocks and number of redraws differ
+    without = verify(issue14["tqdm"], record=False)
+    assert without.verdict == "mismatch", without.summary()
+    assert {d.what for d in without.differences} == {"stderr", "stdout"}
+    assert all("`progress` text pass would accept" in d.hint for d in without.differences)
+
+
+def test_printed_set_in_another_hash_seed_order_is_verified(issue14, monkeypatch):
+    orders = {subprocess.run([sys.executable, "-c", f"print({GREEK})"], capture_output=True, text=True, check=True,
+                             env={"PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(orders) == 2  # the two seeds really print the set in two orders
+    monkeypatch.setenv("PYTHONHASHSEED", "2")  # the re-run kernel inherits it
+    report = verify(issue14["set"], record=False)
+    assert report.verdict == "verified", report.summary()
+    _without(monkeypatch, "set-repr")
+    without = verify(issue14["set"], record=False)
+    assert without.verdict == "mismatch" and "`set-repr`" in without.differences[0].hint, without.summary()
+
+
+def test_a_real_mismatch_stays_one_and_says_what_would_help(crates, issue14, tmp_path):
+    import tomllib
+
+    random_report = verify(crates["random"], record=False)
+    assert random_report.verdict == "mismatch"
+    assert "random seed" in random_report.differences[0].hint
+    html_file = tmp_path / "report.html"
+    result = nbcapsule("verify", str(issue14["stamp"]), "--json", "--html", str(html_file))
+    assert result.returncode == 10, result.stderr
+    [difference] = json.loads(result.stdout)["differences"]
+    hint = difference["hint"]
+    assert "differ only in a compact timestamp" in hint and "sanitize = [{regex = " in hint, hint
+    assert "hint:" in html_file.read_text()
+    assert "hint: " in nbcapsule("verify", str(issue14["stamp"])).stdout
+    # the rule in the hint, given as configuration, turns the mismatch into a verification
+    config = tomllib.loads(hint[hint.index("sanitize = ["):])
+    assert verify(issue14["stamp"], record=False, config=config).verdict == "verified"
+
+
+def test_a_hostile_svg_is_compared_quickly_without_expansion(issue14):
+    started = time.monotonic()
+    report = verify(issue14["hostile"], record=False)
+    assert time.monotonic() - started < 60
+    assert report.verdict == "mismatch", report.summary()  # a random number in it: a real difference
+    details = {(d.kind, d.status): d.detail for d in report.differences}
+    assert "never expanded" in details[("cell", "different")] and "never expanded" in details[("file", "different")]

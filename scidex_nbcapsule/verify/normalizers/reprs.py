@@ -56,17 +56,17 @@ def _literal(span: str) -> ast.Set | ast.Dict | None:
     return node
 
 
-def canonical_reprs(text: str, *, dicts: bool = False) -> str:
-    """``text`` with every printed set's elements sorted (and with ``dicts``, every dict's items by key)."""
-    if "{" not in text or len(text) > MAX_TEXT:
+def canonical_reprs(text: str, *, sets: bool = True, dicts: bool = False) -> str:
+    """``text`` with every printed set's elements sorted (``sets``) and every dict's items sorted by key (``dicts``)."""
+    if "{" not in text or len(text) > MAX_TEXT or not (sets or dicts):
         return text
     try:
-        return _canonical(text, dicts, 0)
+        return _canonical(text, (sets, dicts), 0)
     except RecursionError:
         return text
 
 
-def _canonical(text: str, dicts: bool, depth: int) -> str:
+def _canonical(text: str, order: tuple[bool, bool], depth: int) -> str:
     if "{" not in text or depth > MAX_DEPTH:
         return text
     out: list[str] = []
@@ -76,15 +76,15 @@ def _canonical(text: str, dicts: bool, depth: int) -> str:
         span = text[start:end]
         node = _literal(span)
         if node is None:
-            out.append("{" + _canonical(span[1:-1], dicts, depth + 1) + "}")
+            out.append("{" + _canonical(span[1:-1], order, depth + 1) + "}")
         else:
-            out.append(_reorder(span, node, dicts, depth))
+            out.append(_reorder(span, node, order, depth))
         last = end
     out.append(text[last:])
     return "".join(out)
 
 
-def _reorder(span: str, node: ast.Set | ast.Dict, dicts: bool, depth: int) -> str:
+def _reorder(span: str, node: ast.Set | ast.Dict, order: tuple[bool, bool], depth: int) -> str:
     """The span with its items (canonical themselves) put back in canonical order into the original slots."""
     data = span.encode("utf-8")  # ast offsets are UTF-8 byte columns
     line_starts = [0]
@@ -100,22 +100,23 @@ def _reorder(span: str, node: ast.Set | ast.Dict, dicts: bool, depth: int) -> st
     if isinstance(node, ast.Set):
         for element in node.elts:
             start, end = offset(element.lineno, element.col_offset), offset(element.end_lineno, element.end_col_offset)
-            text = _canonical(data[start:end].decode("utf-8"), dicts, depth + 1)
+            text = _canonical(data[start:end].decode("utf-8"), order, depth + 1)
             slots.append((start, end))
             items.append((text, text))
-        items.sort()
+        if order[0]:
+            items.sort()
     else:
         for key, value in zip(node.keys, node.values):
             if key is None:  # ``**mapping`` cannot be a literal; literal_eval refused it already
                 return span
             start, end = offset(key.lineno, key.col_offset), offset(value.end_lineno, value.end_col_offset)
             ks, ke = start, offset(key.end_lineno, key.end_col_offset)
-            key_text = _canonical(data[ks:ke].decode("utf-8"), dicts, depth + 1)
+            key_text = _canonical(data[ks:ke].decode("utf-8"), order, depth + 1)
             vs = offset(value.lineno, value.col_offset)
-            rest = _canonical(data[ke:vs].decode("utf-8") + data[vs:end].decode("utf-8"), dicts, depth + 1)
+            rest = _canonical(data[ke:vs].decode("utf-8") + data[vs:end].decode("utf-8"), order, depth + 1)
             slots.append((start, end))
             items.append((key_text, key_text + rest))
-        if dicts:
+        if order[1]:
             items.sort(key=lambda item: item[0])
     out = bytearray()
     last = 0
@@ -138,4 +139,5 @@ class SetReprPass(TextPass):
         return canonical_reprs(text)
 
     def relax(self, text: str) -> str | None:
-        return canonical_reprs(text, dicts=True) if "{" in text else None
+        # sets are already in order (prepare): only dicts are reordered, so the reason given is the right one
+        return canonical_reprs(text, sets=False, dicts=True) if "{" in text else None
