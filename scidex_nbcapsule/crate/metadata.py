@@ -166,6 +166,11 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
     return crate
 
 
+def resolver_urls(manifest: Manifest) -> dict[str, str]:
+    """For each file whose SWHID can be resolved: the Software Heritage URL that shows it."""
+    return {r.path: f"https://archive.softwareheritage.org/{r.swhid}" for r in manifest.files if r.swhid}
+
+
 def content_address(record: FileRecord) -> str:
     """A resolvable name for a notebook not yet archived: its content address."""
     return f"urn:sha256:{record.sha256}"

@@ -25,7 +25,8 @@ from ..redaction import withheld_file
 from ..swhid import content_swhid
 from .citation import citation_cff
 from .layouts import LAYOUTS, eln_metadata, pack
-from .metadata import build_metadata
+from .metadata import build_metadata, resolver_urls
+from .preview import render_preview, write_preview
 from .plan import (CRATE_OWN_FILES, DEFAULT_PUBLISHER, ENVIRONMENT_PREFIXES, MANIFEST_FILE, METADATA_FILE, PARTIAL_PREFIX, CratePlan,
                    PayloadFile, encoding_format)
 
@@ -172,18 +173,18 @@ def _fill(plan: CratePlan, root: Path, *, durable: bool, fmt: str = "folder") ->
     manifest.files.sort(key=lambda r: r.path)
     manifest_bytes = manifest.seal_to_json().encode("utf-8")
     write_file(root / MANIFEST_FILE, manifest_bytes, durable=durable)
-    crate = build_metadata(manifest, plan.environment, hash_bytes(manifest_bytes))
+    manifest_digests = hash_bytes(manifest_bytes)
+    crate = build_metadata(manifest, plan.environment, manifest_digests)
     doc = crate.metadata.generate()
     if fmt == "eln":
         doc = eln_metadata(doc, publisher=plan.publisher or DEFAULT_PUBLISHER, title=manifest.title,
                            authors=[p.id for p in manifest.authors], created=manifest.created_at,
                            capsule_id=manifest.capsule_id, description=manifest.description)
     write_metadata_document(doc, root, durable=durable)
-    if crate.preview is not None:
-        crate.preview.write(root)
-        if durable:
-            sync_path(root / crate.preview.id)  # written by rocrate
     del crate
+    html = render_preview(doc, manifest, plan.environment, manifest_digests=manifest_digests,
+                          resolvers=resolver_urls(manifest))
+    write_preview(root, html, durable=durable)
     return _checksum_of_new_crate(manifest, root)
 
 
