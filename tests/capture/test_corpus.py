@@ -34,7 +34,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_case(case: Case, base: Path, monkeypatch, layer: str, *extra: str,
+def run_case(case: Case, base: Path, monkeypatch, layer: str, *, include_external: bool = False,
              strace_log: Path | None = None) -> tuple[api.Capsule, Path, Path]:
     folder, outside, notebook = case.build(base / "run")
     monkeypatch.chdir(folder)
@@ -45,9 +45,8 @@ def run_case(case: Case, base: Path, monkeypatch, layer: str, *extra: str,
         strace_trace.install_kernel_spec(base / "jupyter", strace_log)
         monkeypatch.setenv("JUPYTER_PATH", str(base / "jupyter"))
         kernel_name = strace_trace.KERNEL_NAME
-    include_external = "--include-external" in extra
-    capsule = api.export_executed(notebook, export_argv=["--license", "MIT", *extra], license="MIT",
-                                  include_external=include_external, progress=False, kernel_name=kernel_name)
+    capsule = api.export_executed(notebook, license="MIT", include_external=include_external,
+                                  progress=False, kernel_name=kernel_name)
     return capsule, folder, outside
 
 
@@ -121,7 +120,7 @@ def test_accesses_are_attributed_to_the_cell_that_made_them(tmp_path, monkeypatc
 
 def test_include_external_packs_outside_files_with_their_original_path(tmp_path, monkeypatch):
     case = next(c for c in CASES if c.name == "absolute-outside")
-    capsule, folder, outside = run_case(case, tmp_path, monkeypatch, "interposer", "--include-external")
+    capsule, folder, outside = run_case(case, tmp_path, monkeypatch, "interposer", include_external=True)
     original = str(outside / "reference.csv")
     record = next(f for f in capsule.manifest.files if f.original_path == original)
     assert record.path == "external/" + original.lstrip("/") and record.role == "input"
