@@ -304,7 +304,8 @@ def test_printed_sets_compare_in_any_order_and_dicts_within_tolerance():
     assert reordered.status == WITHIN_TOLERANCE and reordered.detail.startswith("dict order differs")
     assert text.compare("{'b': 1, 'a': 2}", "{'a': 1, 'b': 2}").status == DIFFERENT  # same keys, other values
     assert SetReprPass(Settings()).relax("{'b', 'a'}") == "{'b', 'a'}"  # the second chance reorders dicts only
-    assert SetReprPass(Settings()).compare("{0.1000000000001, 'a'}", "{'a', 0.1000000000002}").status == WITHIN_TOLERANCE
+    noisy = SetReprPass(Settings()).compare("{0.1000000000001, 'a'}", "{'a', 0.1000000000002}")
+    assert noisy.status == WITHIN_TOLERANCE
     # nothing is evaluated: names, calls and unbalanced braces are left as they are
     for odd in ("{__import__('os').system('echo hi')}", "{x, y}", "} {{ {1, 2", "\\frac{1}{2}", "{" * 5000):
         assert canonical_reprs(odd) == odd
