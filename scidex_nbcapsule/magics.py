@@ -63,7 +63,7 @@ def _subcommands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], N
         p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
         p.add_argument("--total-timeout", type=int, default=3600, help="seconds allowed for the whole notebook")
         p.add_argument("--fresh-env", action="store_true",
-                       help="re-run in a new virtual environment built from the capsule's pinned requirements")
+                       help="re-run in a virtual environment rebuilt from the capsule's lock (cached by its digest)")
 
     def archive(p: argparse.ArgumentParser) -> None:
         p.add_argument("crate", nargs="?", metavar="CRATE_OR_ID")

@@ -32,7 +32,8 @@ def add_commands(subparsers: Any) -> None:
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.add_argument("--html", metavar="FILE", type=Path, help="also write the report as HTML to FILE")
     v.add_argument("--fresh-env", action="store_true",
-                   help="build a virtual environment from the crate's requirements.txt and run the kernel there")
+                   help="run the kernel in a virtual environment rebuilt from the crate's lock (see nbcapsule rebuild; "
+                   "cached by environment digest)")
     v.add_argument("--timeout", type=int, default=600, metavar="N", help="seconds allowed per cell (default 600)")
     v.add_argument("--total-timeout", type=int, default=3600, metavar="N",
                    help="seconds allowed for the whole run (default 3600)")
