@@ -33,7 +33,7 @@ def reverify_notebook(manifest: Manifest) -> bytes:
             f"`{manifest.notebook}` in a fresh kernel from its own folder, and compares every cell output and "
             "output file with what was recorded.\n\n"
             "It installs nothing: on Binder the capsule's `binder/` folder has already built the environment it "
-            "records. The verdict is one of `verified`, `verified-within-tolerance`, `mismatch`, "
+            "records. The verdict is one of `verified`, `verified-within-tolerance`, `mismatch`, `incomplete`, "
             "`execution-failed` or `fixity-failed`."),
         _cell("code",
             "try:\n"
