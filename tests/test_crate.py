@@ -69,7 +69,9 @@ def test_every_file_has_correct_digests_in_both_manifests(simple):
         assert record.size == path.stat().st_size
         assert entities[record.path]["sha256"] == record.sha256
         assert entities[record.path]["contentSize"] == str(record.size)
-        assert entities[record.path]["identifier"]["@id"].endswith(record.swhid)
+        swhid = entities[entities[record.path]["identifier"]["@id"]]
+        assert swhid["@type"] == "PropertyValue" and swhid["propertyID"] == "https://www.swhid.org/"
+        assert swhid["value"] == record.swhid and "url" not in swhid  # not in any archived commit
     assert entities["capsule.json"]["sha256"] == _sha256(capsule.path / "capsule.json")
     assert capsule.manifest.file("data/input.csv").sha256 == _sha256(simple.parent / "data" / "input.csv")
 

@@ -184,3 +184,36 @@ def test_runcrate_reads_the_zip_as_it_is(simple):
     assert result.returncode == 0, result.stderr
     assert "analysis.ipynb" in result.stdout and "data/input.csv" in result.stdout
     assert "results/out.txt" in result.stdout
+
+
+def _cffconvert() -> str:
+    import os
+    import shutil
+
+    exe = os.environ.get("NBCAPSULE_TEST_CFFCONVERT") or shutil.which("cffconvert")
+    if not exe:
+        pytest.skip("cffconvert is not installed (it pins jsonschema 3.2: pip install cffconvert in a separate venv "
+                    "and set NBCAPSULE_TEST_CFFCONVERT)")
+    return exe
+
+
+@pytest.mark.parametrize("identifier", [None, "https://doi.org/10.5281/zenodo.1234", "10.5281/zenodo.99",
+                                        "https://example.org/analysis/1"])
+def test_citation_cff_is_a_valid_dataset_citation(simple, identifier):
+    import subprocess
+
+    import yaml
+
+    capsule = _export(simple, identifier=identifier)
+    cff_path = capsule.path / "CITATION.cff"
+    result = subprocess.run([_cffconvert(), "--validate", "-i", str(cff_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cff = yaml.safe_load(cff_path.read_text())
+    assert cff["type"] == "dataset"
+    kinds = {i["type"]: i["value"] for i in cff["identifiers"]}
+    if identifier and "10." in identifier:
+        assert cff["doi"] == identifier.removeprefix("https://doi.org/") == kinds["doi"]
+    elif identifier:
+        assert kinds["url"] == identifier and "doi" not in cff
+    assert kinds["swh"].startswith("swh:1:cnt:") and ";" not in kinds["swh"]

@@ -54,7 +54,15 @@ def test_swhids_equal_what_git_computes(repo, tmp_path):
     metadata = json.loads((capsule.path / "ro-crate-metadata.json").read_text())
     repo_entity = next(e for e in metadata["@graph"] if e["@id"] == "#source-repository")
     assert repo_entity["codeRepository"] == "https://github.com/lab/analysis"
-    assert any(i["@id"].endswith(m.swhids["revision"]) for i in repo_entity["identifier"])
+    graph = {e["@id"]: e for e in metadata["@graph"]}
+    ids = [graph[i["@id"]] for i in repo_entity["identifier"]]
+    assert {"PropertyValue"} == {i["@type"] for i in ids} and {"https://www.swhid.org/"} == {i["propertyID"] for i in ids}
+    revision = next(i for i in ids if i["value"] == m.swhids["revision"])
+    assert revision["url"] == f"https://archive.softwareheritage.org/{m.swhids['revision']}"  # a public origin
+    # the notebook's bytes are the blob in that commit: its SWHID resolves; the input's bare SWHID does not
+    nb_id = graph[graph["analysis.ipynb"]["identifier"]["@id"]]
+    assert nb_id["value"] == notebook and nb_id["url"] == f"https://archive.softwareheritage.org/{notebook}"
+    assert "url" not in graph[graph["data/input.csv"]["identifier"]["@id"]]
 
 
 def test_dirty_tree_is_never_hidden(repo, tmp_path):

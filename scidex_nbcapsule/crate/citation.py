@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from ..manifest import Manifest, Person
 
@@ -13,14 +14,33 @@ def _public_origin(manifest: Manifest) -> str | None:
     return git.get("origin_url") if git.get("origin_public") else None
 
 
+DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
+CORE_SWHID_RE = re.compile(r"^swh:1:(snp|rel|rev|dir|cnt):[0-9a-f]{40}$")
+
+
+def doi_of(identifier: str | None) -> str | None:
+    """The DOI an identifier names (``10.x/y``, ``doi:10.x/y`` or a doi.org URL), else None."""
+    if not identifier:
+        return None
+    text = identifier.strip()
+    for prefix in ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi:"):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):]
+            break
+    return text if DOI_RE.match(text) else None
+
+
 def citation_cff(manifest: Manifest) -> str:
-    """A CITATION.cff (1.2.0) for the capsule, so GitHub and Zenodo know how to cite it."""
+    """A CITATION.cff (1.2.0) for the capsule, typed ``dataset`` (the analysis with its data), so GitHub and
+    Zenodo know how to cite it; a DOI is typed ``doi``, SWHIDs ``swh`` (core form), URLs ``url``."""
     def q(text: str) -> str:
         return json.dumps(text, ensure_ascii=False)
 
+    doi = doi_of(manifest.identifier)
     lines = ["cff-version: 1.2.0", "message: If you use this analysis, please cite it as below.",
-             f"title: {q(manifest.title)}", "type: software", f"date-released: {q(manifest.created_at[:10])}",
+             f"title: {q(manifest.title)}", "type: dataset", f"date-released: {q(manifest.created_at[:10])}",
              f"license: {q(manifest.license)}" if not manifest.license.startswith("http") else "",
+             f"doi: {q(doi)}" if doi else "",
              "authors:"]
     lines = [line for line in lines if line]
     for person in manifest.authors or [Person(name="Unknown author")]:
@@ -31,13 +51,18 @@ def citation_cff(manifest: Manifest) -> str:
             lines += [f"  - name: {q(person.name)}"]
         if person.orcid:
             lines.append(f"    orcid: {q(Person(person.name, person.orcid).id)}")
+        if person.affiliation:
+            lines.append(f"    affiliation: {q(person.affiliation)}")
     identifiers = [("other", f"urn:uuid:{manifest.capsule_id[len('capsule-'):]}", "Capsule id")]
-    if manifest.identifier:
-        kind = "doi" if manifest.identifier.startswith("10.") else "url"
+    if doi:
+        identifiers.append(("doi", doi, "Citable identifier (DOI)"))
+    elif manifest.identifier:
+        kind = "url" if manifest.identifier.startswith(("http://", "https://")) else "other"
         identifiers.append((kind, manifest.identifier, "Citable identifier"))
-    for key in ("revision", "notebook"):
-        if manifest.swhids.get(key):
-            identifiers.append(("swh", manifest.swhids[key].split(";")[0], f"Software Heritage {key} identifier"))
+    for key in ("revision", "directory", "notebook"):
+        value = (manifest.swhids.get(key) or "").split(";")[0]
+        if CORE_SWHID_RE.match(value):
+            identifiers.append(("swh", value, f"Software Heritage identifier of the {key}"))
     lines.append("identifiers:")
     for kind, value, description in identifiers:
         lines += [f"  - type: {kind}", f"    value: {q(value)}", f"    description: {q(description)}"]

@@ -5,11 +5,16 @@ from __future__ import annotations
 import warnings
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from ..hashing import Digests
 from ..manifest import FileRecord, Manifest, Person
 from .citation import _public_origin
 from .plan import MANIFEST_FILE, PROCESS_RUN_CRATE, RO_CRATE_VERSION, WORKFLOW_RUN_CONTEXT
+
+#: What the SWHID specification is known by, as the propertyID of an identifier.
+SWHID_PROPERTY = "https://www.swhid.org/"
+SWH_RESOLVER = "https://archive.softwareheritage.org/"
 
 
 def _one_or_many(refs: list[dict[str, str]]) -> dict[str, str] | list[dict[str, str]]:
@@ -85,6 +90,7 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
 
     entities = {}
     git_commit = manifest.git_commit
+    resolvers = resolver_urls(manifest)
     for record in manifest.files:
         props: dict[str, Any] = {
             "name": PurePosixPath(record.path).name,
@@ -93,7 +99,7 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
             "encodingFormat": record.encoding_format,
         }
         if record.swhid:
-            props["identifier"] = {"@id": f"https://archive.softwareheritage.org/{record.swhid}"}
+            props["identifier"] = {"@id": _add_swhid(crate, record.swhid, resolvers.get(record.path)).id}
         notes = []
         if record.read_sha256:
             notes.append(f"Rewritten by the analysis; the version it read had sha256 {record.read_sha256}.")
@@ -109,8 +115,8 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
                           "runtimePlatform": f"Python {python['version']}",
                           "softwareRequirements": _one_or_many([{"@id": p.id} for p in packages]) if packages
                           else None})
-            props["url"] = (f"https://archive.softwareheritage.org/{record.swhid}" if record.swhid
-                            else content_address(record))
+            # the archive's URL only for bytes it holds; else the content address (names, does not locate)
+            props["url"] = resolvers.get(record.path) or content_address(record)
             if _public_origin(manifest):
                 props["codeRepository"] = _public_origin(manifest)
             props = {k: v for k, v in props.items() if v is not None}
@@ -132,9 +138,10 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
         if _public_origin(manifest):
             repo_props["codeRepository"] = _public_origin(manifest)
         refs = [manifest.swhids.get(k) for k in ("revision", "directory") if manifest.swhids.get(k)]
+        archived = _public_origin(manifest) is not None  # a public origin: the commit is Software Heritage's to hold
         if refs:
-            repo_props["identifier"] = _one_or_many([{"@id": f"https://archive.softwareheritage.org/{r}"}
-                                                     for r in refs])
+            repo_props["identifier"] = _one_or_many([
+                {"@id": _add_swhid(crate, r, f"{SWH_RESOLVER}{r}" if archived else None).id} for r in refs])
         crate.add(ContextEntity(crate, "#source-repository", repo_props))
 
     inputs = [entities[r.path] for r in manifest.files if r.role == "input"]
@@ -167,8 +174,32 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
 
 
 def resolver_urls(manifest: Manifest) -> dict[str, str]:
-    """For each file whose SWHID can be resolved: the Software Heritage URL that shows it."""
-    return {r.path: f"https://archive.softwareheritage.org/{r.swhid}" for r in manifest.files if r.swhid}
+    """The Software Heritage URL of each file whose bytes are in the archived commit, by path.
+
+    Only a SWHID anchored in the commit (its bytes are exactly the blob at that path) of a public origin
+    (what Software Heritage archives) resolves to those bytes; every other file keeps its intrinsic SWHID
+    without a URL that would promise what the archive may not hold.
+    """
+    if _public_origin(manifest) is None or not manifest.git_commit:
+        return {}
+    return {r.path: f"{SWH_RESOLVER}{r.swhid}" for r in manifest.files
+            if r.swhid and ";anchor=swh:1:rev:" in r.swhid and r.in_crate}
+
+
+def _add_swhid(crate, swhid: str, resolver: str | None):
+    """The SWHID as an intrinsic identifier: a PropertyValue (propertyID https://www.swhid.org/), with the
+    resolver's URL only when the archive holds those bytes."""
+    from rocrate.model.contextentity import ContextEntity
+
+    pv_id = "#" + quote(swhid, safe=":;=/?@!$&'()*+,-._~")
+    existing = crate.get(pv_id)
+    if existing is not None:
+        return existing
+    props: dict[str, Any] = {"@type": "PropertyValue", "propertyID": SWHID_PROPERTY, "name": "SWHID",
+                             "value": swhid}
+    if resolver:
+        props["url"] = resolver
+    return crate.add(ContextEntity(crate, pv_id, props))
 
 
 def content_address(record: FileRecord) -> str:
