@@ -43,7 +43,7 @@ def _sha256(path: Path) -> str:
 
 def test_crate_passes_the_validator_at_required_severity(simple, validate):
     capsule = _export(simple)
-    for profile in ("ro-crate-1.1", "process-run-crate-0.5"):
+    for profile in ("ro-crate-1.1", "process-run-crate-0.5", "workflow-ro-crate-1.0", "workflow-run-crate-0.5"):
         report = validate(capsule.path, profile=profile)
         assert report.passed, report.issues
         assert report.issues == []
@@ -53,7 +53,8 @@ def test_recommended_findings_are_only_the_known_ones(simple, validate):
     """What the validator still says at RECOMMENDED severity; the issue note lists these."""
     capsule = _export(simple)
     checks = {issue["check"] for issue in validate(capsule.path, severity="RECOMMENDED").issues}
-    assert checks <= {"process-run-crate-0.5_5.1", "ro-crate-1.1_22.3", "ro-crate-1.1_30.2", "ro-crate-1.1_30.3"}
+    assert checks <= {"process-run-crate-0.5_3.2", "process-run-crate-0.5_5.1", "process-run-crate-0.5_7.1",
+                      "ro-crate-1.1_22.3", "ro-crate-1.1_30.2", "ro-crate-1.1_30.3"}
 
 
 def test_every_file_has_correct_digests_in_both_manifests(simple):
@@ -83,13 +84,17 @@ def test_metadata_declares_profile_action_and_software(simple):
                                     "https://w3id.org/ro/terms/workflow-run/context"]
     graph = {e["@id"]: e for e in metadata["@graph"]}
     root = graph["./"]
-    assert root["conformsTo"] == {"@id": "https://w3id.org/ro/wfrun/process/0.5"}
+    # no kernel recorded the cells: a workflow run, not a provenance run crate
+    assert root["conformsTo"] == [{"@id": "https://w3id.org/ro/wfrun/process/0.5"},
+                                  {"@id": "https://w3id.org/ro/wfrun/workflow/0.5"},
+                                  {"@id": "https://w3id.org/workflowhub/workflow-ro-crate/1.0"}]
+    assert root["mainEntity"] == {"@id": "analysis.ipynb"}
     assert root["license"] == {"@id": "https://spdx.org/licenses/MIT"}
     assert graph[root["author"]["@id"]]["name"] == "Ada Lovelace"
     parts = {p["@id"] for p in root["hasPart"]}
     assert {"analysis.ipynb", "data/input.csv", "results/out.txt", "capsule.json"} <= parts
     notebook = graph["analysis.ipynb"]
-    assert notebook["@type"] == ["File", "SoftwareSourceCode"]
+    assert notebook["@type"] == ["File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"]
     assert notebook["encodingFormat"] == "application/x-ipynb+json"
     assert graph[notebook["programmingLanguage"]["@id"]]["name"] == "Python"
     action = graph[root["mentions"]["@id"]]

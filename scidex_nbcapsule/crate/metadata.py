@@ -10,7 +10,8 @@ from urllib.parse import quote
 from ..hashing import Digests
 from ..manifest import FileRecord, Manifest, Person
 from .citation import _public_origin
-from .plan import MANIFEST_FILE, PROCESS_RUN_CRATE, RO_CRATE_VERSION, WORKFLOW_RUN_CONTEXT
+from .plan import MANIFEST_FILE, RO_CRATE_VERSION, WORKFLOW_RUN_CONTEXT
+from .provenance import PROFILES, PROVENANCE_RUN_CRATE, add_cell_provenance
 
 #: What the SWHID specification is known by, as the propertyID of an identifier.
 SWHID_PROPERTY = "https://www.swhid.org/"
@@ -47,7 +48,8 @@ def _manifest_file_props(digests: Digests | None) -> dict[str, Any]:
     return props
 
 
-def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_digests: Digests | None = None):
+def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_digests: Digests | None = None,
+                   cells: list[tuple[str, str]] | None = None):
     """The ``rocrate`` model of a capsule: RO-Crate 1.1 with the Process Run Crate 0.5 profile."""
     from rocrate.model.contextentity import ContextEntity
     from rocrate.rocrate import ROCrate
@@ -65,9 +67,9 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
     crate.add(ContextEntity(crate, license_uri, {"@type": "CreativeWork", "name": manifest.license,
                                                   "identifier": license_uri}))
     root["license"] = {"@id": license_uri}
-    profile = crate.add(ContextEntity(crate, PROCESS_RUN_CRATE, {
-        "@type": "CreativeWork", "name": "Process Run Crate", "version": "0.5"}))
-    root["conformsTo"] = {"@id": profile.id}
+    profiles = [crate.add(ContextEntity(crate, uri, {"@type": "CreativeWork", "name": name, "version": version}))
+                for uri, name, version in PROFILES]
+    root["conformsTo"] = [{"@id": p.id} for p in profiles]
     people = [_add_person(crate, p) for p in manifest.authors]
     if people:
         root["author"] = _one_or_many([{"@id": p.id} for p in people])
@@ -110,7 +112,8 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
         if notes:
             props["description"] = " ".join(notes)
         if record.path == manifest.notebook:
-            props.update({"@type": ["File", "SoftwareSourceCode"], "programmingLanguage": {"@id": language.id},
+            props.update({"@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"],
+                          "programmingLanguage": {"@id": language.id},
                           "version": git_commit[:12] if git_commit else record.sha256[:12],
                           "runtimePlatform": f"Python {python['version']}",
                           "softwareRequirements": _one_or_many([{"@id": p.id} for p in packages]) if packages
@@ -170,7 +173,30 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
     action = {k: v for k, v in action.items() if v is not None}
     create = crate.add(ContextEntity(crate, f"#run-{manifest.capsule_id}", action))
     root["mentions"] = {"@id": create.id}
+    notebook = entities.get(manifest.notebook)
+    if notebook is not None:
+        root["mainEntity"] = {"@id": notebook.id}
+        recorded = add_cell_provenance(crate, manifest, cells or [], notebook=notebook, run=create,
+                                       engine=_kernel_engine(crate, environment, interpreter),
+                                       language_id=language.id, entities=entities)
+        if not recorded:  # not captured in a kernel: a workflow run, without per-cell provenance to claim
+            root["conformsTo"] = [ref for ref in root["conformsTo"] if ref["@id"] != PROVENANCE_RUN_CRATE]
+            crate.delete(crate.get(PROVENANCE_RUN_CRATE))
     return crate
+
+
+def _kernel_engine(crate, environment: dict[str, Any], interpreter):
+    """The software that ran the cells: ipykernel (its PyPI release) for a Python kernel, else the interpreter."""
+    from rocrate.model.contextentity import ContextEntity
+
+    kernel = environment.get("kernel") or {}
+    version = (environment.get("packages") or {}).get("ipykernel")
+    if str(kernel.get("language", "python")).lower() != "python" or not isinstance(version, str):
+        return interpreter
+    return crate.add(ContextEntity(crate, f"https://pypi.org/project/ipykernel/{version}/", {
+        "@type": "SoftwareApplication", "name": "ipykernel", "version": version,
+        "url": "https://pypi.org/project/ipykernel/",
+        "description": f"The Jupyter kernel {kernel.get('name', 'python3')} that ran the notebook's cells."}))
 
 
 def resolver_urls(manifest: Manifest) -> dict[str, str]:

@@ -27,6 +27,7 @@ from .citation import citation_cff
 from .layouts import LAYOUTS, eln_metadata, pack
 from .metadata import build_metadata, resolver_urls
 from .preview import render_preview, write_preview
+from .provenance import code_cells
 from .plan import (CRATE_OWN_FILES, DEFAULT_PUBLISHER, ENVIRONMENT_PREFIXES, MANIFEST_FILE, METADATA_FILE, PARTIAL_PREFIX, CratePlan,
                    PayloadFile, encoding_format)
 
@@ -174,7 +175,7 @@ def _fill(plan: CratePlan, root: Path, *, durable: bool, fmt: str = "folder") ->
     manifest_bytes = manifest.seal_to_json().encode("utf-8")
     write_file(root / MANIFEST_FILE, manifest_bytes, durable=durable)
     manifest_digests = hash_bytes(manifest_bytes)
-    crate = build_metadata(manifest, plan.environment, manifest_digests)
+    crate = build_metadata(manifest, plan.environment, manifest_digests, cells=code_cells(plan.notebook_bytes))
     doc = crate.metadata.generate()
     if fmt == "eln":
         doc = eln_metadata(doc, publisher=plan.publisher or DEFAULT_PUBLISHER, title=manifest.title,

@@ -1,0 +1,83 @@
+"""Cell-level provenance as a Provenance Run Crate 0.5, from a real kernel's record, checked by roc-validator."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from kernel import export_in_kernel
+
+PROFILES = ("ro-crate-1.1", "process-run-crate-0.5", "workflow-ro-crate-1.0", "workflow-run-crate-0.5",
+            "provenance-run-crate-0.5")
+CELLS = [("load", "%load_ext scidex_nbcapsule"),
+         ("read", "data = open('data/input.csv').read()"),
+         ("write", "import pathlib; pathlib.Path('out').mkdir(exist_ok=True)\n"
+                   "open('out/result.txt', 'w').write(data.upper())"),
+         ("never", "print('not run')")]
+
+
+@pytest.fixture
+def run_capsule(kernel, project) -> Path:
+    nb = project / "analysis.ipynb"
+    for cell_id, source in CELLS[:3]:
+        kernel.ok(source, cell_id)
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells.append(nbformat.v4.new_markdown_cell("# Cell provenance", id="title"))
+    for count, (cell_id, source) in enumerate(CELLS, start=1):
+        cell = nbformat.v4.new_code_cell(source, id=cell_id)
+        cell.execution_count = count if cell_id != "never" else None
+        notebook.cells.append(cell)
+    nbformat.write(notebook, str(nb))
+    capsule = export_in_kernel(kernel, "--notebook", str(nb), "--license", "MIT", "--author", "'Ada Lovelace'")
+    return Path(capsule["crate"])
+
+
+def _graph(crate: Path) -> dict[str, dict]:
+    return {e["@id"]: e for e in json.loads((crate / "ro-crate-metadata.json").read_text())["@graph"]}
+
+
+def _ids(value) -> list[str]:
+    return [v["@id"] for v in (value if isinstance(value, list) else [value])]
+
+
+def test_cells_are_steps_and_executions_are_actions(run_capsule):
+    graph = _graph(run_capsule)
+    root = graph["./"]
+    assert set(_ids(root["conformsTo"])) == {
+        "https://w3id.org/ro/wfrun/process/0.5", "https://w3id.org/ro/wfrun/workflow/0.5",
+        "https://w3id.org/ro/wfrun/provenance/0.5", "https://w3id.org/workflowhub/workflow-ro-crate/1.0"}
+    notebook = graph[root["mainEntity"]["@id"]]
+    assert notebook["@id"] == "analysis.ipynb"
+    assert set(notebook["@type"]) == {"File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"}
+    steps = [graph[i] for i in _ids(notebook["step"])]
+    assert [s["identifier"] for s in steps] == ["load", "read", "write", "never"]
+    assert [s["position"] for s in steps] == ["1", "2", "3", "4"]
+    assert all(s["@type"] == "HowToStep" and "cell-" + s["identifier"] in s["@id"] for s in steps)
+    runs = {graph[graph[c]["object"]["@id"]]["instrument"]["@id"]: graph[graph[c]["object"]["@id"]]
+            for c in _ids(next(e for e in graph.values() if e.get("@type") == "OrganizeAction")["object"])}
+    by_cell = {graph[s["workExample"]["@id"]]["@id"]: s["identifier"] for s in steps}
+    executed = {by_cell[tool]: action for tool, action in runs.items()}
+    assert set(executed) == {"load", "read", "write"}  # the cell never run has a step, no execution
+    assert _ids(executed["read"]["object"]) == ["data/input.csv"] and "result" not in executed["read"]
+    assert _ids(executed["write"]["result"]) == ["out/result.txt"]
+    for action in executed.values():
+        assert action["@type"] == "CreateAction" and action["actionStatus"] == "http://schema.org/CompletedActionStatus"
+        assert "endTime" in action
+    for cell in ("read", "write"):  # the cell that loaded the extension began before it could see its start
+        assert executed[cell]["startTime"] <= executed[cell]["endTime"]
+    session = next(e for e in graph.values() if e.get("@type") == "OrganizeAction")
+    assert session["result"] == root["mentions"]
+    assert graph[session["instrument"]["@id"]]["name"] == "ipykernel"
+    assert set(runs) <= set(_ids(notebook["hasPart"]))  # and the exporting cell, which has no saved cell
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_validator_passes_every_profile_at_required(run_capsule, validate, profile):
+    started = time.monotonic()
+    report = validate(run_capsule, profile=profile)
+    assert report.passed, report.issues
+    assert time.monotonic() - started < 120
