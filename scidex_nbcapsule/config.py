@@ -71,6 +71,10 @@ def load_config(notebook_dir: Path | None = None, project_root: Path | None = No
         value = os.environ.get(f"NBCAPSULE_{key.upper()}")
         if value:
             env[key] = value
+    publisher = {k: os.environ[f"NBCAPSULE_PUBLISHER_{k.upper()}"] for k in ("name", "url")
+                 if os.environ.get(f"NBCAPSULE_PUBLISHER_{k.upper()}")}
+    if publisher:
+        env["publisher"] = publisher
     layers.append(("environment", env))
     config = Config()
     for source, layer in layers:
@@ -129,3 +133,26 @@ def _git_user(cwd: Path | None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+#: Who publishes a crate's metadata (RO-Crate ``publisher``, ELN ``sdPublisher``) unless the team says.
+DEFAULT_PUBLISHER = {"name": "scidex-nbcapsule", "url": "https://pypi.org/project/scidex-nbcapsule/"}
+
+
+def resolve_publisher(config: Config) -> dict[str, str]:
+    """The Organization that publishes the crate: ``publisher = {name = "…", url = "https://…"}`` in
+    ``[tool.nbcapsule]``/``capsule.toml``/``config.toml``, or ``NBCAPSULE_PUBLISHER_NAME``/``_URL``; else the
+    tool itself (:data:`DEFAULT_PUBLISHER`)."""
+    value = config.get("publisher")
+    if value is None:
+        return dict(DEFAULT_PUBLISHER)
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"].strip():
+        raise ConfigError(f"publisher {value!r} needs a name",
+                          hint='write publisher = {name = "My Lab", url = "https://lab.example.org"}')
+    url = value.get("url")
+    if url is not None and (not isinstance(url, str) or not url.startswith(("https://", "http://"))):
+        raise ConfigError(f"publisher url {url!r} is not an http(s) URL",
+                          hint='write publisher = {name = "My Lab", url = "https://lab.example.org"}')
+    return {"name": value["name"].strip(), **({"url": url} if url else {})}

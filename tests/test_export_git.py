@@ -76,6 +76,15 @@ def test_dirty_tree_is_never_hidden(repo, tmp_path):
     assert "+9,9" in patch.read_text()
     # the edited file is no longer the blob in the commit: bare content SWHID, no false anchor
     assert m.file("data/input.csv").swhid.startswith("swh:1:cnt:") and ";" not in m.file("data/input.csv").swhid
+    # the RO-Crate says so too: the working tree's state, the changed and the untracked file
+    graph = {e["@id"]: e for e in json.loads((capsule.path / "ro-crate-metadata.json").read_text())["@graph"]}
+    source = graph["#source-repository"]
+    assert source["creativeWorkStatus"] == "dirty working tree"
+    assert "data/input.csv" in source["description"] and "data/untracked.csv" in source["description"]
+    assert m.git["patch_file"] in source["description"]
+    assert "Untracked in git" in graph["data/untracked.csv"]["description"]
+    assert "Changed since the analysed commit" in graph["data/input.csv"]["description"]
+    assert graph["analysis.ipynb"]["isPartOf"] == {"@id": "#source-repository"}
 
 
 def test_no_repository_is_said_in_the_crate(project, tmp_path):

@@ -1,4 +1,4 @@
-"""CITATION.cff for a capsule."""
+"""How a capsule asks to be cited and introduces itself: CITATION.cff and the crate's README.md."""
 
 from __future__ import annotations
 
@@ -71,3 +71,28 @@ def citation_cff(manifest: Manifest) -> str:
     if manifest.git_commit:
         lines.append(f"commit: {q(manifest.git_commit)}")
     return "\n".join(lines) + "\n"
+
+
+def crate_readme(manifest: Manifest) -> str:
+    """README.md of the crate (Workflow RO-Crate asks for one about the crate): what it is, how to check it."""
+    def md(text: str) -> str:  # Markdown without markup: the title and description are shown as written
+        return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|~])", r"\\\1", " ".join(str(text).split()))
+
+    authors = ", ".join(md(p.name) for p in manifest.authors) or "not stated"
+    lines = [f"# {md(manifest.title)}", ""]
+    if manifest.description:
+        lines += [md(manifest.description), ""]
+    lines += [
+        f"A capsule of the notebook analysis `{manifest.notebook}`: the notebook, the files it read and wrote, its "
+        "environment and the record of its run, as an RO-Crate.",
+        "",
+        f"- Authors: {authors}",
+        f"- License: {md(manifest.license)}",
+        f"- Capsule: `{manifest.capsule_id}`, made {manifest.created_at}",
+        "",
+        "Open `ro-crate-preview.html` to read it, `ro-crate-metadata.json` for the machine-readable description, "
+        "`CITATION.cff` to cite it. Check it with `nbcapsule verify` on this folder (fixity, then a re-run of the "
+        "notebook compared with the recorded outputs).",
+        "",
+    ]
+    return "\n".join(lines)

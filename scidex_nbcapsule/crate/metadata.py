@@ -10,12 +10,13 @@ from urllib.parse import quote
 from ..hashing import Digests
 from ..manifest import FileRecord, Manifest, Person
 from .citation import _public_origin
-from .plan import MANIFEST_FILE, RO_CRATE_VERSION, WORKFLOW_RUN_CONTEXT
-from .provenance import PROFILES, PROVENANCE_RUN_CRATE, add_cell_provenance
+from .plan import DEFAULT_PUBLISHER, MANIFEST_FILE, README_FILE, RO_CRATE_VERSION, WORKFLOW_RUN_CONTEXT
+from .provenance import PROFILES, PROVENANCE_RUN_CRATE, WORKFLOW_RO_CRATE, add_cell_provenance
 
 #: What the SWHID specification is known by, as the propertyID of an identifier.
 SWHID_PROPERTY = "https://www.swhid.org/"
 SWH_RESOLVER = "https://archive.softwareheritage.org/"
+BIOSCHEMAS_WORKFLOW = "https://bioschemas.org/profiles/ComputationalWorkflow/1.0-RELEASE"
 
 
 def _one_or_many(refs: list[dict[str, str]]) -> dict[str, str] | list[dict[str, str]]:
@@ -49,8 +50,10 @@ def _manifest_file_props(digests: Digests | None) -> dict[str, Any]:
 
 
 def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_digests: Digests | None = None,
-                   cells: list[tuple[str, str]] | None = None):
-    """The ``rocrate`` model of a capsule: RO-Crate 1.1 with the Process Run Crate 0.5 profile."""
+                   cells: list[tuple[str, str]] | None = None, publisher: dict[str, str] | None = None):
+    """The ``rocrate`` model of a capsule: RO-Crate 1.1 with the Process Run, Workflow Run, Provenance Run
+    and Workflow RO-Crate profiles; ``cells`` are the notebook's code cells (id, source), ``publisher`` the
+    Organization that publishes it (default: the tool)."""
     from rocrate.model.contextentity import ContextEntity
     from rocrate.rocrate import ROCrate
 
@@ -67,6 +70,13 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
     crate.add(ContextEntity(crate, license_uri, {"@type": "CreativeWork", "name": manifest.license,
                                                   "identifier": license_uri}))
     root["license"] = {"@id": license_uri}
+    publisher = publisher or DEFAULT_PUBLISHER
+    org = crate.add(ContextEntity(crate, publisher.get("url") or "#publisher", {
+        "@type": "Organization", "name": publisher["name"], **({"url": publisher["url"]} if publisher.get("url")
+                                                               else {})}))
+    root["publisher"] = {"@id": org.id}
+    crate.metadata["conformsTo"] = [{"@id": f"https://w3id.org/ro/crate/{RO_CRATE_VERSION}"},
+                                    {"@id": WORKFLOW_RO_CRATE}]
     profiles = [crate.add(ContextEntity(crate, uri, {"@type": "CreativeWork", "name": name, "version": version}))
                 for uri, name, version in PROFILES]
     root["conformsTo"] = [{"@id": p.id} for p in profiles]
@@ -93,6 +103,9 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
     entities = {}
     git_commit = manifest.git_commit
     resolvers = resolver_urls(manifest)
+    git = manifest.git or {}
+    untracked, changed = set(git.get("untracked_used") or []), set(git.get("changed_files") or [])
+    has_repo = bool(git.get("commit"))
     for record in manifest.files:
         props: dict[str, Any] = {
             "name": PurePosixPath(record.path).name,
@@ -109,22 +122,34 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
             notes.append(f"The analysis used this path, a symbolic link to {record.link_target}.")
         if record.original_path:
             notes.append(f"Read outside the project, from {record.original_path}.")
+        if has_repo and record.path in untracked:
+            notes.append("Untracked in git: these bytes are not in the analysed commit.")
+        elif has_repo and record.path in changed:
+            notes.append("Changed since the analysed commit (the working tree was dirty).")
+        if record.path == README_FILE:
+            props["about"] = {"@id": "./"}
         if notes:
             props["description"] = " ".join(notes)
         if record.path == manifest.notebook:
             props.update({"@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow", "HowTo"],
                           "programmingLanguage": {"@id": language.id},
                           "version": git_commit[:12] if git_commit else record.sha256[:12],
-                          "runtimePlatform": f"Python {python['version']}",
+                          "runtimePlatform": {"@id": interpreter.id},
+                          "conformsTo": {"@id": _bioschemas_workflow(crate).id},
                           "softwareRequirements": _one_or_many([{"@id": p.id} for p in packages]) if packages
                           else None})
             # the archive's URL only for bytes it holds; else the content address (names, does not locate)
             props["url"] = resolvers.get(record.path) or content_address(record)
             if _public_origin(manifest):
                 props["codeRepository"] = _public_origin(manifest)
+            if has_repo:
+                props["isPartOf"] = {"@id": "#source-repository"}
             props = {k: v for k, v in props.items() if v is not None}
         elif record.role == "code" and record.path.endswith(".py"):
-            props.update({"@type": ["File", "SoftwareSourceCode"], "programmingLanguage": {"@id": language.id}})
+            anchored = bool(record.swhid and ";anchor=" in record.swhid)
+            props.update({"@type": ["File", "SoftwareSourceCode"], "programmingLanguage": {"@id": language.id},
+                          "version": git_commit[:12] if anchored and git_commit else record.sha256[:12],
+                          "url": resolvers.get(record.path) or content_address(record)})
         file_id = record.path if record.in_crate else record.linked_from
         if not record.in_crate:
             props["description"] = ("Not copied into the crate (larger than --link-large); fetch it from this "
@@ -140,6 +165,8 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
                                       "version": manifest.git["commit"]}
         if _public_origin(manifest):
             repo_props["codeRepository"] = _public_origin(manifest)
+            repo_props["url"] = _public_origin(manifest)
+        repo_props.update(_working_tree_state(git))
         refs = [manifest.swhids.get(k) for k in ("revision", "directory") if manifest.swhids.get(k)]
         archived = _public_origin(manifest) is not None  # a public origin: the commit is Software Heritage's to hold
         if refs:
@@ -178,11 +205,38 @@ def build_metadata(manifest: Manifest, environment: dict[str, Any], manifest_dig
         root["mainEntity"] = {"@id": notebook.id}
         recorded = add_cell_provenance(crate, manifest, cells or [], notebook=notebook, run=create,
                                        engine=_kernel_engine(crate, environment, interpreter),
-                                       language_id=language.id, entities=entities)
+                                       language_id=language.id, entities=entities,
+                                       agent=people[0].id if people else None)
         if not recorded:  # not captured in a kernel: a workflow run, without per-cell provenance to claim
             root["conformsTo"] = [ref for ref in root["conformsTo"] if ref["@id"] != PROVENANCE_RUN_CRATE]
             crate.delete(crate.get(PROVENANCE_RUN_CRATE))
     return crate
+
+
+def _working_tree_state(git: dict[str, Any]) -> dict[str, Any]:
+    """What the RO-Crate says of the working tree: clean, or dirty with what changed and what was untracked."""
+    if not git.get("dirty") and not git.get("untracked_used"):
+        return {"creativeWorkStatus": "clean working tree",
+                "description": "The working tree was clean: every file is as committed."}
+    parts = []
+    if git.get("changed_files"):
+        parts.append(f"{len(git['changed_files'])} file(s) changed since the commit: "
+                     + ", ".join(git["changed_files"][:50]) + (" …" if len(git["changed_files"]) > 50 else ""))
+    if git.get("untracked_used"):
+        parts.append("untracked files the analysis used: " + ", ".join(git["untracked_used"][:50])
+                     + (" …" if len(git["untracked_used"]) > 50 else ""))
+    if git.get("patch_file"):
+        parts.append(f"the uncommitted changes are in {git['patch_file']}")
+    return {"creativeWorkStatus": "dirty working tree",
+            "description": "The working tree was dirty: " + "; ".join(parts) + "."}
+
+
+def _bioschemas_workflow(crate):
+    from rocrate.model.contextentity import ContextEntity
+
+    found = crate.get(BIOSCHEMAS_WORKFLOW)
+    return found or crate.add(ContextEntity(crate, BIOSCHEMAS_WORKFLOW, {
+        "@type": "CreativeWork", "name": "Bioschemas ComputationalWorkflow profile", "version": "1.0-RELEASE"}))
 
 
 def _kernel_engine(crate, environment: dict[str, Any], interpreter):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..config import DEFAULT_PUBLISHER  # noqa: F401 - the writer's default, named here
 from ..manifest import Manifest
 
 RO_CRATE_VERSION = "1.1"
@@ -23,8 +24,8 @@ DEFAULT_MAX_UNZIP_BYTES = 32 << 30
 #: Largest ratio of unpacked to packed size a member may claim before we call it a bomb.
 MAX_COMPRESSION_RATIO = 1000
 PARTIAL_PREFIX = ".nbcapsule-partial-"
-#: Who publishes the structured data (``sdPublisher``) unless the team configures its own Organization.
-DEFAULT_PUBLISHER = {"name": "scidex-nbcapsule", "url": "https://pypi.org/project/scidex-nbcapsule/"}
+#: The crate's own README (Workflow RO-Crate), written unless the payload has one at the top.
+README_FILE = "README.md"
 
 mimetypes.add_type(NOTEBOOK_FORMAT, ".ipynb")
 mimetypes.add_type("text/markdown", ".md")
@@ -81,5 +82,6 @@ class CratePlan:
     #: Callable(file, content) giving the reasons a small file must be withheld (secrets), applied to the very
     #: bytes about to be copied, in the same read; None: nothing is screened here.
     screen: Callable[[PayloadFile, bytes], list[str]] | None = None
-    #: The Organization that publishes the crate's metadata (``name``, ``url``); None: :data:`DEFAULT_PUBLISHER`.
+    #: The Organization that publishes the crate's metadata (``name``, ``url``); None: the configured one
+    #: (:func:`scidex_nbcapsule.config.resolve_publisher` over the user's config and environment).
     publisher: dict[str, str] | None = None

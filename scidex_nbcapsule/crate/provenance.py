@@ -12,6 +12,7 @@ notebook its ``result``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -64,7 +65,7 @@ def _status(cell: CellRun) -> str:
 
 
 def add_cell_provenance(crate, manifest: Manifest, cells: list[tuple[str, str]], *, notebook, run, engine,
-                        language_id: str, entities: dict[str, Any]) -> bool:
+                        language_id: str, entities: dict[str, Any], agent: str | None = None) -> bool:
     """Add steps, per-cell actions and the kernel session to ``crate`` (``notebook`` and ``run`` are the
     notebook's data entity and the CreateAction of the whole run; ``engine`` the kernel's SoftwareApplication;
     ``entities`` maps crate paths to their data entities). True when cell executions were recorded (the crate
@@ -76,11 +77,17 @@ def add_cell_provenance(crate, manifest: Manifest, cells: list[tuple[str, str]],
     tools: dict[str, Any] = {}
     steps: dict[str, Any] = {}
 
-    def tool_for(cell_id: str, source: str | None = None) -> Any:
+    def tool_for(cell_id: str, source: str | None = None, source_sha256: str | None = None) -> Any:
         if cell_id not in tools:
+            if source is not None:
+                source_sha256 = hashlib.sha256(source.encode("utf-8")).hexdigest()
             props: dict[str, Any] = {"@type": "SoftwareSourceCode", "name": f"Code cell {cell_id} of {nb_path}",
                                      "programmingLanguage": {"@id": language_id},
                                      "isPartOf": {"@id": notebook.id}}
+            if notebook.get("url"):
+                props["url"] = notebook["url"]  # the code is in the notebook
+            if source_sha256:
+                props["version"] = source_sha256[:12]  # its source's sha256: which text of the cell this is
             if source is not None:
                 props["text"] = source
             tools[cell_id] = crate.add(ContextEntity(crate, step_id(nb_path, cell_id) + "-code", props))
@@ -96,10 +103,11 @@ def add_cell_provenance(crate, manifest: Manifest, cells: list[tuple[str, str]],
         return [{"@id": entities[p].id} for p in paths if p in entities]
 
     controls = []
+    actions: list[Any] = []
     ran: list[Any] = []
     for number, cell in enumerate(manifest.execution.cells, start=1):
         cell_id = cell.cell_id or f"unknown-{cell.source_sha256[:12]}"
-        tool = tool_for(cell_id)
+        tool = tool_for(cell_id, source_sha256=cell.source_sha256)
         if tool not in ran:
             ran.append(tool)
         props: dict[str, Any] = {
@@ -120,10 +128,20 @@ def add_cell_provenance(crate, manifest: Manifest, cells: list[tuple[str, str]],
             props["object"] = read[0] if len(read) == 1 else read
         if wrote:
             props["result"] = wrote[0] if len(wrote) == 1 else wrote
+        if agent:
+            props["agent"] = {"@id": agent}
+        said = [f"Execution {cell.execution_count if cell.execution_count is not None else '(uncounted)'} of "
+                f"cell {cell_id} in the kernel session"]
+        said.append(f"read {len(cell.reads)} file(s)" if cell.reads else "read no file")
+        said.append(f"wrote {len(cell.writes)} file(s)" if cell.writes else "wrote no file")
+        if not cell.started:
+            said.append("its start was not seen (it began before capture did)")
         unseen = [p for p in (*cell.reads, *cell.writes) if p not in entities]
         if unseen:
-            props["description"] = "Also touched, not in the crate: " + ", ".join(sorted(set(unseen)))[:5000]
+            said.append("also touched, not in the crate: " + ", ".join(sorted(set(unseen))))
+        props["description"] = ("; ".join(said) + ".")[:5000]
         action = crate.add(ContextEntity(crate, f"#cell-run-{number}", props))
+        actions.append(action)
         if cell_id in steps:
             controls.append(crate.add(ContextEntity(crate, f"#cell-run-{number}-control", {
                 "@type": "ControlAction", "name": f"Orchestration of execution {number} (cell {cell_id})",
@@ -133,6 +151,9 @@ def add_cell_provenance(crate, manifest: Manifest, cells: list[tuple[str, str]],
         notebook["step"] = [{"@id": s.id} for s in steps.values()]
     if not controls:  # no execution of a saved cell was recorded: no cell-level provenance to state
         return False
+    mentions = crate.root_dataset.get("mentions")
+    mentions = [] if mentions is None else mentions if isinstance(mentions, list) else [mentions]
+    crate.root_dataset["mentions"] = [*mentions, *({"@id": a.id} for a in actions)]
     notebook["hasPart"] = [{"@id": t.id} for t in ran]
     session: dict[str, Any] = {
         "@type": "OrganizeAction", "name": f"Kernel session that ran {nb_path}",

@@ -23,12 +23,13 @@ from ..hashing import (PARALLEL_THRESHOLD, Digests, copy_and_hash, hash_bytes, h
 from ..manifest import FileRecord, Manifest, readable_json
 from ..redaction import withheld_file
 from ..swhid import content_swhid
-from .citation import citation_cff
+from ..config import load_config, resolve_publisher
+from .citation import citation_cff, crate_readme
 from .layouts import LAYOUTS, eln_metadata, pack
 from .metadata import build_metadata, resolver_urls
 from .preview import render_preview, write_preview
 from .provenance import code_cells
-from .plan import (CRATE_OWN_FILES, DEFAULT_PUBLISHER, ENVIRONMENT_PREFIXES, MANIFEST_FILE, METADATA_FILE, PARTIAL_PREFIX, CratePlan,
+from .plan import (CRATE_OWN_FILES, README_FILE, ENVIRONMENT_PREFIXES, MANIFEST_FILE, METADATA_FILE, PARTIAL_PREFIX, CratePlan,
                    PayloadFile, encoding_format)
 
 
@@ -163,6 +164,9 @@ def _fill(plan: CratePlan, root: Path, *, durable: bool, fmt: str = "folder") ->
     records.append(_write_generated(root, "binder/requirements.txt", binder_reqs.encode(), "environment", durable))
     runtime = f"python-{'.'.join(plan.environment['python']['version'].split('.')[:2])}\n"
     records.append(_write_generated(root, "binder/runtime.txt", runtime.encode(), "environment", durable))
+    if README_FILE not in {r.path for r in records}:
+        records.append(_write_generated(root, README_FILE, crate_readme(manifest).encode("utf-8"), "provenance",
+                                        durable))
     manifest.files = sorted(records, key=lambda r: r.path)
     if plan.identify:
         plan.identify(manifest)
@@ -175,10 +179,12 @@ def _fill(plan: CratePlan, root: Path, *, durable: bool, fmt: str = "folder") ->
     manifest_bytes = manifest.seal_to_json().encode("utf-8")
     write_file(root / MANIFEST_FILE, manifest_bytes, durable=durable)
     manifest_digests = hash_bytes(manifest_bytes)
-    crate = build_metadata(manifest, plan.environment, manifest_digests, cells=code_cells(plan.notebook_bytes))
+    publisher = plan.publisher or resolve_publisher(load_config())
+    crate = build_metadata(manifest, plan.environment, manifest_digests, cells=code_cells(plan.notebook_bytes),
+                           publisher=publisher)
     doc = crate.metadata.generate()
     if fmt == "eln":
-        doc = eln_metadata(doc, publisher=plan.publisher or DEFAULT_PUBLISHER, title=manifest.title,
+        doc = eln_metadata(doc, publisher=publisher, title=manifest.title,
                            authors=[p.id for p in manifest.authors], created=manifest.created_at,
                            capsule_id=manifest.capsule_id, description=manifest.description)
     write_metadata_document(doc, root, durable=durable)
