@@ -115,3 +115,30 @@ def test_recommended_findings_are_only_the_crate_local_notebook(kernel, project,
     assert {check for check, _ in left} <= {"process-run-crate-0.5_5.1", "process-run-crate-0.5_8.4",
                                             "process-run-crate-0.5_11.1", "ro-crate-1.1_31.2"}, left
     assert "process-run-crate-0.5_5.1" in {check for check, _ in left}
+
+
+def test_eln_of_a_recorded_run_is_still_an_eln_and_a_process_run(kernel, project, validate):
+    import zipfile
+
+    from test_crate_layouts import _eln_problems
+
+    nb = project / "analysis.ipynb"
+    for cell_id, source in CELLS[:3]:
+        kernel.ok(source, cell_id)
+    notebook = nbformat.v4.new_notebook()
+    for count, (cell_id, source) in enumerate(CELLS[:3], start=1):
+        cell = nbformat.v4.new_code_cell(source, id=cell_id)
+        cell.execution_count = count
+        notebook.cells.append(cell)
+    nbformat.write(notebook, str(nb))
+    eln = Path(export_in_kernel(kernel, "--notebook", str(nb), "--license", "MIT", "--eln")["crate"])
+    with zipfile.ZipFile(eln) as archive:
+        names = archive.namelist()
+        metadata = json.loads(archive.read(next(n for n in names if n.endswith("/ro-crate-metadata.json"))))
+    assert _eln_problems(metadata, names) == []
+    graph = {e["@id"]: e for e in metadata["@graph"]}
+    assert graph["analysis.ipynb"]["@type"] == "File"
+    assert any(e.get("@type") == "OrganizeAction" for e in graph.values())  # the cell provenance is kept
+    for profile in ("ro-crate-1.1", "process-run-crate-0.5"):
+        report = validate(eln, profile=profile)
+        assert report.passed, report.issues
