@@ -138,3 +138,27 @@ def test_chromium_shows_hostile_text_as_text(hostile):
     assert [attrs.get("type") for attrs, _ in page.scripts] == ["application/ld+json"]
     text = " ".join(page.text)
     assert HOSTILE_HEADING in text and HOSTILE_DESCRIPTION in text
+
+
+def test_preview_of_a_sparse_environment_record_still_renders():
+    """An older crate's or another kernel's environment record may lack keys: they show as nothing."""
+    from scidex_nbcapsule.crate.preview import render_preview
+    from scidex_nbcapsule.manifest import Manifest
+
+    manifest = Manifest(capsule_id="capsule-00000000-0000-4000-8000-000000000000", title="<t>", license="MIT",
+                        created_at="2026-01-01T00:00:00+00:00", notebook="a b#.ipynb", notebook_sha256="0" * 64)
+    html = render_preview({"@context": "x", "@graph": []}, manifest, {"kernel": {"name": "ir"}})
+    assert "&lt;t&gt;" in html and 'href="a%20b%23.ipynb"' in html and "Not in a git repository" in html
+
+
+def test_publisher_configuration_is_checked():
+    from scidex_nbcapsule.config import DEFAULT_PUBLISHER, Config, resolve_publisher
+    from scidex_nbcapsule.errors import ConfigError
+
+    assert resolve_publisher(Config()) == DEFAULT_PUBLISHER
+    assert resolve_publisher(Config({"publisher": {"name": " Lab ", "url": "https://lab.example.org"}})) == {
+        "name": "Lab", "url": "https://lab.example.org"}
+    assert resolve_publisher(Config({"publisher": "Lab"})) == {"name": "Lab"}
+    for bad in ({"url": "https://x.org"}, {"name": "Lab", "url": "javascript:alert(1)"}, 3):
+        with pytest.raises(ConfigError):
+            resolve_publisher(Config({"publisher": bad}))

@@ -84,7 +84,8 @@ def eln_metadata(doc: dict[str, Any], *, publisher: dict[str, str], title: str, 
     by_id = {e["@id"]: e for e in graph}
     org_id = publisher.get("url") or "#publisher"
     if org_id not in by_id:
-        org = {"@id": org_id, "@type": "Organization", "name": publisher["name"], "url": publisher.get("url", "")}
+        org = {"@id": org_id, "@type": "Organization", "name": publisher["name"],
+               **({"url": publisher["url"]} if publisher.get("url") else {})}
         graph.append(org)
         by_id[org_id] = org
     descriptor = by_id[METADATA_FILE]

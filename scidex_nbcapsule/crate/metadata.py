@@ -272,14 +272,15 @@ def _add_swhid(crate, swhid: str, resolver: str | None):
     from rocrate.model.contextentity import ContextEntity
 
     pv_id = "#" + quote(swhid, safe=":;=/?@!$&'()*+,-._~")
-    existing = crate.get(pv_id)
-    if existing is not None:
-        return existing
+    added = crate.__dict__.setdefault("_nbcapsule_swhids", {})  # crate.get scans every entity: quadratic
+    if pv_id in added:
+        return added[pv_id]
     props: dict[str, Any] = {"@type": "PropertyValue", "propertyID": SWHID_PROPERTY, "name": "SWHID",
                              "value": swhid}
     if resolver:
         props["url"] = resolver
-    return crate.add(ContextEntity(crate, pv_id, props))
+    added[pv_id] = crate.add(ContextEntity(crate, pv_id, props))
+    return added[pv_id]
 
 
 def content_address(record: FileRecord) -> str:

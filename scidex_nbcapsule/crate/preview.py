@@ -24,11 +24,12 @@ _ENV = None
 def _environment():
     global _ENV
     if _ENV is None:
-        from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+        from jinja2 import ChainableUndefined, Environment, PackageLoader, select_autoescape
 
         _ENV = Environment(loader=PackageLoader("scidex_nbcapsule.crate", "templates"),
                            autoescape=select_autoescape(default=True, default_for_string=True),
-                           undefined=StrictUndefined, keep_trailing_newline=True)
+                           # a key an older or another kernel's environment record lacks shows as nothing
+                           undefined=ChainableUndefined, keep_trailing_newline=True)
     return _ENV
 
 
