@@ -170,31 +170,34 @@ def test_validate_command_accepts_eln_and_bagit_bags(simple, tmp_path, validator
         assert result.stdout.startswith("valid"), result.stdout
 
 
-def test_runcrate_reads_the_zip_as_it_is(simple):
-    """runcrate (its own venv: its cwl dependencies pin what the project's tests need) reports the run."""
+def _isolated_tool(name: str, variable: str) -> list[str]:
+    """A tool whose dependencies the test environment cannot hold (runcrate's cwl stack; cffconvert 2.0 pins
+    jsonschema 3.2): ``$variable`` (its path), else uv's own environment for it (``uvx --from name name``)."""
     import os
     import shutil
+    import sys
+
+    if os.environ.get(variable):
+        return [os.environ[variable]]
+    uvx = Path(sys.executable).with_name("uvx")
+    uvx = str(uvx) if uvx.exists() else shutil.which("uvx")
+    if not uvx:
+        pytest.skip(f"{name} needs its own environment: set {variable} or install uv")
+    return [uvx, "--from", name, name]
+
+
+def test_runcrate_reads_the_zip_as_it_is(simple):
+    """runcrate, in its own environment, reports the run from the zip."""
     import subprocess
 
-    exe = os.environ.get("NBCAPSULE_TEST_RUNCRATE") or shutil.which("runcrate")
-    if not exe:
-        pytest.skip("runcrate is not installed (pip install runcrate in a separate venv, set NBCAPSULE_TEST_RUNCRATE)")
     capsule = _export(simple, fmt="zip")
-    result = subprocess.run([exe, "report", str(capsule.path)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([*_isolated_tool("runcrate", "NBCAPSULE_TEST_RUNCRATE"), "report", str(capsule.path)],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "analysis.ipynb" in result.stdout and "data/input.csv" in result.stdout
     assert "results/out.txt" in result.stdout
 
 
-def _cffconvert() -> str:
-    import os
-    import shutil
-
-    exe = os.environ.get("NBCAPSULE_TEST_CFFCONVERT") or shutil.which("cffconvert")
-    if not exe:
-        pytest.skip("cffconvert is not installed (it pins jsonschema 3.2: pip install cffconvert in a separate venv "
-                    "and set NBCAPSULE_TEST_CFFCONVERT)")
-    return exe
 
 
 @pytest.mark.parametrize("identifier", [None, "https://doi.org/10.5281/zenodo.1234", "10.5281/zenodo.99",
@@ -206,8 +209,8 @@ def test_citation_cff_is_a_valid_dataset_citation(simple, identifier):
 
     capsule = _export(simple, identifier=identifier)
     cff_path = capsule.path / "CITATION.cff"
-    result = subprocess.run([_cffconvert(), "--validate", "-i", str(cff_path)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([*_isolated_tool("cffconvert", "NBCAPSULE_TEST_CFFCONVERT"), "--validate", "-i",
+                             str(cff_path)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     cff = yaml.safe_load(cff_path.read_text())
     assert cff["type"] == "dataset"
