@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from .redaction import filter_environ
 
-_INSTALLED: tuple[tuple, dict[str, str], dict[str, list[str]]] | None = None
+_INSTALLED: tuple[tuple, dict[str, str], dict[str, list[str]], dict[str, list[str]]] | None = None
 
 
 def _path_state() -> tuple:
@@ -37,8 +37,9 @@ def _path_state() -> tuple:
     return tuple(state)
 
 
-def _installed() -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Installed distributions and the module→distribution map, re-read only after an install.
+def _installed() -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]]]:
+    """Installed distributions, the module→distribution map and each distribution's requirements, re-read
+    only after an install.
 
     Reading every distribution's metadata takes a few hundred milliseconds, longer than a small
     export; the answer is kept in memory and in the user cache, keyed by the import path's state.
@@ -48,15 +49,22 @@ def _installed() -> tuple[dict[str, str], dict[str, list[str]]]:
     if _INSTALLED is None or _INSTALLED[0] != state:
         cached = _read_cache(state)
         if cached is None:
-            cached = (_distributions(), metadata.packages_distributions())
+            versions, requires = _distributions()
+            cached = (versions, metadata.packages_distributions(), requires)
             _write_cache(state, cached)
         _INSTALLED = (state, *cached)
-    return _INSTALLED[1], _INSTALLED[2]
+    return _INSTALLED[1], _INSTALLED[2], _INSTALLED[3]
 
 
 def installed_distributions() -> tuple[dict[str, str], dict[str, list[str]]]:
     """Installed distributions (canonical name → version) and which distributions provide each top-level module."""
-    return _installed()
+    versions, modules, _ = _installed()
+    return versions, modules
+
+
+def installed_requirements() -> dict[str, list[str]]:
+    """Each installed distribution's ``Requires-Dist`` lines (canonical name → lines), from the same cache."""
+    return _installed()[2]
 
 
 def _cache_file() -> Path:
@@ -67,37 +75,41 @@ def _cache_file() -> Path:
     return Path(user_cache_dir("scidex-nbcapsule"), f"installed-{key}.json")
 
 
-def _read_cache(state: tuple) -> tuple[dict[str, str], dict[str, list[str]]] | None:
+def _read_cache(state: tuple) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]]] | None:
     try:
         data = json.loads(_cache_file().read_text("utf-8"))
         if [list(item) for item in state] == data["state"]:
-            return dict(data["distributions"]), {k: list(v) for k, v in data["modules"].items()}
+            return (dict(data["distributions"]), {k: list(v) for k, v in data["modules"].items()},
+                    {k: list(v) for k, v in data["requires"].items()})
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # no cache, another version's, or damaged: read the metadata again
     return None
 
 
-def _write_cache(state: tuple, found: tuple[dict[str, str], dict[str, list[str]]]) -> None:
+def _write_cache(state: tuple, found: tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]]]) -> None:
     target = _cache_file()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}")
         partial.write_text(json.dumps({"state": [list(item) for item in state], "distributions": found[0],
-                                       "modules": found[1]}), "utf-8")
+                                       "modules": found[1], "requires": found[2]}), "utf-8")
         os.replace(partial, target)  # whole or not at all, even with two exports at once
     except OSError:
         pass  # a read-only home: the next export reads the metadata again
 
 
-def _distributions() -> dict[str, str]:
-    """Every installed distribution (canonical name → version); the first on sys.path wins, as for imports."""
+def _distributions() -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Every installed distribution (canonical name → version, and → requirement lines); the first on sys.path
+    wins, as for imports."""
     found: dict[str, str] = {}
+    requires: dict[str, list[str]] = {}
     for dist in metadata.distributions():
         fields = dist.metadata  # parsed once per access: read it once
         name = fields.get("Name") if fields else None
-        if name:
-            found.setdefault(_canonical(name), fields.get("Version") or dist.version)
-    return dict(sorted(found.items()))
+        if name and _canonical(name) not in found:
+            found[_canonical(name)] = fields.get("Version") or dist.version
+            requires[_canonical(name)] = list(fields.get_all("Requires-Dist") or [])
+    return dict(sorted(found.items())), requires
 
 
 def _canonical(name: str) -> str:
@@ -109,7 +121,7 @@ def imported_distributions(modules: Iterable[str] | None = None,
     """Distributions whose top-level modules are imported right now, with versions."""
     if modules is None:
         modules = list(sys.modules)
-    known, mapping = _installed()
+    known, mapping, _ = _installed()
     installed = known if installed is None else installed
     tops = {m.split(".", 1)[0] for m in modules if not m.startswith("_")}
     result: dict[str, str] = {}
@@ -236,7 +248,7 @@ def environment_digest(data: dict[str, Any]) -> str:
 def snapshot(*, imported_modules: Iterable[str] | None = None, environ: dict[str, str] | None = None) -> EnvironmentSnapshot:
     """Describe the running interpreter; environment variables are filtered for secrets."""
     env_vars, withheld = filter_environ(dict(os.environ if environ is None else environ))
-    installed, _ = _installed()
+    installed, _, _ = _installed()
     conda = None
     if os.environ.get("CONDA_PREFIX"):
         conda = {"prefix": os.environ["CONDA_PREFIX"], "name": os.environ.get("CONDA_DEFAULT_ENV"),

@@ -54,11 +54,14 @@ def imports_in_code(sources: Iterable[str]) -> set[str]:
     return found
 
 
-def _requires(dist: metadata.Distribution, extras: frozenset[str]) -> list[tuple[str, frozenset[str]]]:
+def _requires(name: str, extras: frozenset[str]) -> list[tuple[str, frozenset[str]]]:
+    """What distribution ``name`` requires with ``extras``, markers evaluated for this interpreter."""
     from packaging.requirements import InvalidRequirement, Requirement
 
+    from .environment import installed_requirements
+
     wanted: list[tuple[str, frozenset[str]]] = []
-    for line in dist.requires or []:
+    for line in installed_requirements().get(name, []):
         try:
             req = Requirement(line)
         except InvalidRequirement:
@@ -102,31 +105,23 @@ def closure(top_level: Iterable[str]) -> dict[str, str]:
         if name not in versions or extras in seen.get(name, set()):
             continue
         seen.setdefault(name, set()).add(extras)
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            continue
-        queue += _requires(dist, extras)
+        queue += _requires(name, extras)
     return {name: versions[name] for name in sorted(seen) if name not in UNPINNED}
 
 
 def own_dependencies() -> set[str]:
     """scidex-nbcapsule's own dependency closure: what the kernel holds because the extension is loaded."""
-    try:
-        dist = metadata.distribution("scidex-nbcapsule")
-    except metadata.PackageNotFoundError:
-        return set()
+    from .environment import installed_distributions
+
+    versions, _ = installed_distributions()
     names: set[str] = set()
-    queue = [(n, e) for n, e in _requires(dist, frozenset())]
+    queue = _requires("scidex-nbcapsule", frozenset()) if "scidex-nbcapsule" in versions else []
     while queue:
         name, extras = queue.pop()
         if name in names:
             continue
         names.add(name)
-        try:
-            queue += _requires(metadata.distribution(name), extras)
-        except metadata.PackageNotFoundError:
-            continue
+        queue += _requires(name, extras)
     return names
 
 

@@ -64,7 +64,11 @@ def _dist_info_files(version: str) -> dict[str, bytes]:
         raise CapsuleError("scidex-nbcapsule is not installed as a distribution, so its wheel cannot be made",
                            hint="pip install scidex-nbcapsule (or pip install -e . in a checkout)") from exc
     info = f"scidex_nbcapsule-{version}.dist-info"
-    files = {f"{info}/METADATA": (dist.read_text("METADATA") or "").encode(),
+    fields = dist.read_text("METADATA") or dist.read_text("PKG-INFO")  # PKG-INFO: a checkout's .egg-info
+    if not fields:
+        raise CapsuleError("the installed scidex-nbcapsule has no metadata (METADATA or PKG-INFO)",
+                           hint="reinstall it: pip install --force-reinstall scidex-nbcapsule")
+    files = {f"{info}/METADATA": fields.encode(),
              f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: scidex-nbcapsule\nRoot-Is-Purelib: true\n"
                               b"Tag: py3-none-any\n"}
     for extra in ("entry_points.txt", "top_level.txt"):

@@ -11,7 +11,7 @@ from pathlib import Path
 CODE = """
 import json, sys
 from scidex_nbcapsule import environment
-known, mapping = environment._installed()
+known, mapping = environment.installed_distributions()
 print(json.dumps({"known": known, "mapping": mapping, "cache": str(environment._cache_file())}))
 """
 
