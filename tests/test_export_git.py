@@ -63,6 +63,10 @@ def test_swhids_equal_what_git_computes(repo, tmp_path):
     nb_id = graph[graph["analysis.ipynb"]["identifier"]["@id"]]
     assert nb_id["value"] == notebook and nb_id["url"] == f"https://archive.softwareheritage.org/{notebook}"
     assert "url" not in graph[graph["data/input.csv"]["identifier"]["@id"]]
+    # the page links the archive for the notebook only
+    page = (capsule.path / "ro-crate-preview.html").read_text()
+    assert f'href="https://archive.softwareheritage.org/{notebook}"' in page.replace("&amp;", "&")
+    assert page.count('href="https://archive.softwareheritage.org/') == 1
 
 
 def test_dirty_tree_is_never_hidden(repo, tmp_path):
