@@ -234,15 +234,10 @@ def write_metadata_document(doc: dict[str, Any], root: Path, *, durable: bool = 
 
 
 def write_metadata(crate, root: Path, *, durable: bool = False) -> None:
-    """What ``crate.write(root)`` writes for a crate whose files are already in place: ``ro-crate-metadata.json``
-    (the same JSON-LD, one entity per line) and the preview. (``write`` would also visit every file entity only
-    to warn that it has no source to copy from, and indent every entity in pure Python.)"""
-    write_file(root / METADATA_FILE, readable_json(crate.metadata.generate(), "@graph").encode("utf-8"),
-               durable=durable)
-    if crate.preview is not None:
-        crate.preview.write(root)
-        if durable:
-            sync_path(root / crate.preview.id)  # written by rocrate
+    """``ro-crate-metadata.json`` of a ``rocrate`` model whose files are already in place (``crate.write`` would
+    visit every file entity only to warn that it has no source, and write ro-crate-py's own preview page; the
+    preview is ours, see :mod:`.preview`)."""
+    write_metadata_document(crate.metadata.generate(), root, durable=durable)
 
 
 def _size(path: Path) -> int:
