@@ -7,7 +7,7 @@
   registers and verifies a capsule, says how to get the validator while it is missing, and enables the
   Jupyter server extension, with no setuptools at run time.
 * The declared lower bounds work: uv's ``--resolution lowest-direct`` installs the lowest version each
-  dependency allows (on every Python we find of 3.11 and 3.10), and the same commands run with them.
+  dependency allows (on Python 3.11), and the same commands run with them.
 
 The venvs are made with uv and its cache, so only the first run downloads anything (from PyPI).
 """
@@ -340,7 +340,7 @@ def _at_lower_bound(bin_dir: Path, requirements: list[Requirement], *, cwd: Path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("version", ["3.11", "3.10"])
+@pytest.mark.parametrize("version", ["3.11"])  # 3.10 passed too (once, 35-55 s); left out to keep make test short
 def test_the_lowest_declared_versions_work(dists, tmp_path, request, version):
     python = _python(version)
     if python is None:
