@@ -211,6 +211,7 @@ def _export(notebook: str | os.PathLike | None, opts: ExportOptions, *, recorder
     notices += [f"may not rebuild elsewhere: {risk}" for risk in locked.risks]
     plan = CratePlan(manifest=manifest, files=files, notebook_bytes=notebook_bytes, environment=snap.data,
                      requirements=locked.requirements_txt(), generated=generated, binder_requirement=binder_line,
+                     publisher=config_mod.resolve_publisher(cfg),
                      link_large=opts.link_large, progress=_progress_callback(progress, files), identify=identify,
                      executor=executor, screen=screen)
     path, sealed, checksum = write_crate(plan, dest_path, fmt=opts.fmt)

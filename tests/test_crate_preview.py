@@ -162,3 +162,14 @@ def test_publisher_configuration_is_checked():
     for bad in ({"url": "https://x.org"}, {"name": "Lab", "url": "javascript:alert(1)"}, 3):
         with pytest.raises(ConfigError):
             resolve_publisher(Config({"publisher": bad}))
+
+
+def test_a_projects_publisher_is_the_crates(project, tmp_path):
+    (project / "pyproject.toml").write_text('[tool.nbcapsule]\npublisher = {name = "Lab <X>", '
+                                            'url = "https://lab.example.org"}\n')
+    nb = make_notebook(project / "a.ipynb", "print(1)")
+    capsule = api.export(nb, dest=tmp_path / "caps", license="MIT", progress=False)
+    graph = json.loads((capsule.path / "ro-crate-metadata.json").read_text())["@graph"]
+    root = next(e for e in graph if e["@id"] == "./")
+    publisher = next(e for e in graph if e["@id"] == root["publisher"]["@id"])
+    assert publisher["name"] == "Lab <X>" and publisher["url"] == "https://lab.example.org"
