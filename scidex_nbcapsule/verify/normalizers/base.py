@@ -7,7 +7,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from ...errors import ConfigError
 
@@ -122,8 +122,13 @@ def compare_text_numbers(expected: str, actual: str, settings: Settings) -> str:
         return EQUAL
     if NUMBER_RE.sub("#", expected) != NUMBER_RE.sub("#", actual):
         return DIFFERENT
+    return compare_number_pairs(NUMBER_RE.findall(expected), NUMBER_RE.findall(actual), settings)
+
+
+def compare_number_pairs(expected: Sequence[str], actual: Sequence[str], settings: Settings) -> str:
+    """The worst status over numbers taken pairwise (the texts around them already match)."""
     status = EQUAL
-    for a, b in zip(NUMBER_RE.findall(expected), NUMBER_RE.findall(actual)):
+    for a, b in zip(expected, actual):
         result = compare_scalars(a, b, settings)
         if result == DIFFERENT:
             return DIFFERENT

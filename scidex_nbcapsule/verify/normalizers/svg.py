@@ -26,8 +26,8 @@ import xml.etree.ElementTree as ET
 from typing import Any
 from xml.parsers import expat
 
-from .base import (DIFFERENT, EQUAL, WITHIN_TOLERANCE, Comparison, Normalizer, Settings, _as_text, compare_scalars,
-                   unified_diff)
+from .base import (DIFFERENT, EQUAL, WITHIN_TOLERANCE, Comparison, Normalizer, Settings, _as_text,
+                   compare_number_pairs, unified_diff)
 from .text import TextNormalizer
 
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -179,14 +179,7 @@ def compare_svg_numbers(expected: str, actual: str, settings: Settings) -> str:
     (skeleton_a, numbers_a), (skeleton_b, numbers_b) = split(expected), split(actual)
     if skeleton_a != skeleton_b:
         return DIFFERENT
-    status = EQUAL
-    for a, b in zip(numbers_a, numbers_b):
-        result = compare_scalars(a, b, settings)
-        if result == DIFFERENT:
-            return DIFFERENT
-        if result == WITHIN_TOLERANCE:
-            status = WITHIN_TOLERANCE
-    return status
+    return compare_number_pairs(numbers_a, numbers_b, settings)
 
 
 def cut_diff(diff: str, limit: int = MAX_DIFF_LINES) -> str:
