@@ -9,16 +9,36 @@ Modules: :mod:`.plan` (names and the writer's plan), :mod:`.writer` (atomic dura
 (open_crate, safe_extract), :mod:`.citation` (CITATION.cff), :mod:`.preview` (ro-crate-preview.html).
 """
 
-from .citation import _public_origin, citation_cff
-from .layouts import _zip_folder
-from .metadata import build_metadata, content_address, spdx_uri
-from .plan import (CRATE_OWN_FILES, DEFAULT_MAX_UNZIP_BYTES, ENVIRONMENT_PREFIXES, MANIFEST_FILE,
-                   MAX_COMPRESSION_RATIO, METADATA_FILE, NOTEBOOK_FORMAT, PARTIAL_PREFIX, PREVIEW_FILE,
-                   PROCESS_RUN_CRATE, RO_CRATE_VERSION, WORKFLOW_RUN_CONTEXT, CratePlan, PayloadFile,
-                   encoding_format)
-from .reading import OpenedCrate, check_metadata, max_unzip_bytes, open_crate, safe_extract
-from .writer import (_check_destination, _pid_alive, clean_stale_partials, crate_checksum, write_crate,
-                     write_metadata)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Where each public name lives; a submodule is imported only when one of its names is asked for, so that
+#: reading a crate (``nbcapsule register``) does not import what writing one needs (swh.model, rocrate, Jinja2).
+_NAMES = {
+    "citation": ("_public_origin", "citation_cff"),
+    "layouts": ("_zip_folder",),
+    "metadata": ("build_metadata", "content_address", "spdx_uri"),
+    "plan": ("CRATE_OWN_FILES", "DEFAULT_MAX_UNZIP_BYTES", "ENVIRONMENT_PREFIXES", "MANIFEST_FILE",
+             "MAX_COMPRESSION_RATIO", "METADATA_FILE", "NOTEBOOK_FORMAT", "PARTIAL_PREFIX", "PREVIEW_FILE",
+             "PROCESS_RUN_CRATE", "RO_CRATE_VERSION", "WORKFLOW_RUN_CONTEXT", "CratePlan", "PayloadFile",
+             "encoding_format"),
+    "checksum": ("crate_checksum",),
+    "reading": ("OpenedCrate", "check_metadata", "max_unzip_bytes", "open_crate", "safe_extract"),
+    "writer": ("_check_destination", "_pid_alive", "clean_stale_partials", "write_crate", "write_metadata"),
+}
+_MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CRATE_OWN_FILES", "DEFAULT_MAX_UNZIP_BYTES", "ENVIRONMENT_PREFIXES", "MANIFEST_FILE", "MAX_COMPRESSION_RATIO",

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from ..errors import CapsuleError, CrateError, ManifestError, UnsafeArchive
 from ..manifest import Manifest
 from .plan import DEFAULT_MAX_UNZIP_BYTES, MANIFEST_FILE, MAX_COMPRESSION_RATIO, METADATA_FILE
-from .writer import crate_checksum
+from .checksum import crate_checksum
 
 
 @dataclass

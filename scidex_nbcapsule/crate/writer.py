@@ -8,7 +8,6 @@ disk before the rename, and the rename before we return.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from ..manifest import FileRecord, Manifest, readable_json
 from ..redaction import withheld_file
 from ..swhid import content_swhid
 from ..config import load_config, resolve_publisher
+from .checksum import checksum_of_lines
 from .citation import citation_cff, crate_readme
 from .layouts import LAYOUTS, eln_metadata, pack
 from .metadata import build_metadata, resolver_urls
@@ -247,23 +247,8 @@ def _size(path: Path) -> int:
         return 0
 
 
-def crate_checksum(root: Path) -> str:
-    """SHA-256 over ``<sha256>  <path>`` lines of every file: the same for a folder and its zip."""
-    lines = []
-    for dirpath, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in files:
-            full = Path(dirpath, name)
-            lines.append(f"{hash_file(full).sha256}  {full.relative_to(root).as_posix()}\n")
-    return _checksum(lines)
-
-
-def _checksum(lines: list[str]) -> str:
-    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
-
-
 def _checksum_of_new_crate(manifest: Manifest, root: Path) -> str:
     """:func:`crate_checksum` of a crate just written, without reading the payload a second time."""
     lines = [f"{r.sha256}  {r.path}\n" for r in manifest.files if r.in_crate]
     lines += [f"{hash_file(root / name).sha256}  {name}\n" for name in CRATE_OWN_FILES if (root / name).exists()]
-    return _checksum(lines)
+    return checksum_of_lines(lines)
