@@ -154,3 +154,19 @@ def test_the_verifier_wheel_is_the_same_bytes_each_time_and_installs(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["install"][0]["metadata"]["name"] == "scidex-nbcapsule"
+
+
+def test_rebuild_says_which_carried_locks_it_did_not_use(tmp_path):
+    from scidex_nbcapsule.verify.environment import _build
+
+    crate = tmp_path / "crate"
+    (crate / "environment").mkdir(parents=True)
+    (crate / "environment" / "uv.lock").write_text("version = 1\n")
+    (crate / "requirements.txt").write_text("")
+    (crate / "binder").mkdir()
+    (crate / "binder" / "runtime.txt").write_text(f"python-{sys.version_info[0]}.{sys.version_info[1]}\n")
+    warnings: list[str] = []
+    python = _build(crate, tmp_path / "venv", timeout=600, warnings=warnings)
+    assert python.exists()
+    assert warnings == ["the project's own lock files (uv.lock) travel in environment/ for their tools; this environment was "
+                        "built from requirements.txt"]

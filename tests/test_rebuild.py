@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_notebook, nbcapsule
+from helpers import copy_demo, make_notebook, nbcapsule
 
 ANALYSIS = ("import csv, tqdm\n"
             "rows = list(csv.reader(open('data.csv')))\n"
@@ -89,12 +89,30 @@ def test_rebuild_into_a_folder_and_without_the_network(exported, tmp_path):
     assert "Traceback" not in cut.stderr and "package index could not be reached" in cut.stderr, cut.stderr
 
 
+@pytest.fixture(scope="module")
+def demo_crate(tmp_path_factory) -> Path:
+    """The demo notebook's own capsule, exported as make demo does (matplotlib among its pins)."""
+    base = tmp_path_factory.mktemp("demo")
+    notebook = copy_demo(base)
+    done = nbcapsule("export", str(notebook), "--execute", "--license", "CC0-1.0", "--dest", str(base / "caps"),
+                     "--json", cwd=notebook.parent)
+    assert done.returncode == 0, done.stderr
+    return Path(json.loads(done.stdout)["crate"])
+
+
 @pytest.mark.slow
-def test_pip_resolves_the_binder_requirements_as_they_stand(exported, tmp_path):
+@pytest.mark.parametrize("which", ["test capsule", "demo capsule"])
+def test_pip_resolves_the_binder_requirements_as_they_stand(which, request, tmp_path):
+    crate = request.getfixturevalue("exported" if which == "test capsule" else "demo_crate")
     fresh = tmp_path / "fresh"
     venv.EnvBuilder(with_pip=True).create(fresh)
     done = subprocess.run([str(fresh / "bin" / "python"), "-m", "pip", "install", "--dry-run", "--quiet", "-r",
-                           "binder/requirements.txt"], cwd=exported, capture_output=True, text=True, timeout=900)
+                           "binder/requirements.txt"], cwd=crate, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = (exported / "binder" / "requirements.txt").read_text().splitlines()
+    lines = (crate / "binder" / "requirements.txt").read_text().splitlines()
     assert "scidex-nbcapsule==" not in "\n".join(lines)  # no index holds this version: the crate carries it
+    if which == "demo capsule":
+        import tomllib
+
+        locked = {p["name"] for p in tomllib.loads((crate / "pylock.toml").read_text())["packages"]}
+        assert {"matplotlib", "numpy"} <= locked and any(line.startswith("matplotlib==") for line in lines)

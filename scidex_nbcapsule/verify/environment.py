@@ -200,6 +200,10 @@ def _interpreter(version: str | None, warnings: list[str]) -> str:
 
 def _build(crate: Path, prefix: Path, *, timeout: int, warnings: list[str]) -> Path:
     python_exe = _interpreter(_recorded_python(crate), warnings)
+    others = sorted(p.name for p in (crate / "environment").glob("*") if p.name != "pylock.toml")
+    if others:
+        warnings.append(f"the project's own lock files ({', '.join(others)}) travel in environment/ for their tools; this "
+                        f"environment was built from {_lock_file(crate).name}")
     uv = _uv()
     lock = _lock_file(crate)
     wheel = _verifier_wheel(crate)
