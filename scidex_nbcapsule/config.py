@@ -24,6 +24,13 @@ from .errors import ConfigError
 from .manifest import Person
 
 DEFAULT_LICENSE = "CC-BY-4.0"
+
+
+def user_cache(*parts: str) -> Path:
+    """A path in this package's user cache folder (``~/.cache/scidex-nbcapsule`` on Linux)."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("scidex-nbcapsule"), *parts)
 SPDX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-+]*( (AND|OR|WITH) [A-Za-z0-9][A-Za-z0-9.\-+]*)*$")
 ORCID_RE = re.compile(r"^(https://orcid\.org/)?\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
 

@@ -68,11 +68,11 @@ def installed_requirements() -> dict[str, list[str]]:
 
 
 def _cache_file() -> Path:
-    from platformdirs import user_cache_dir
+    from .config import user_cache
 
     # one file per interpreter and import path: the CLI's path starts with its script folder, a kernel's does not
     key = hashlib.sha256("\0".join([os.path.realpath(sys.executable), *sys.path]).encode()).hexdigest()[:16]
-    return Path(user_cache_dir("scidex-nbcapsule"), f"installed-{key}.json")
+    return user_cache(f"installed-{key}.json")
 
 
 def _read_cache(state: tuple) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]]] | None:
@@ -87,13 +87,12 @@ def _read_cache(state: tuple) -> tuple[dict[str, str], dict[str, list[str]], dic
 
 
 def _write_cache(state: tuple, found: tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]]]) -> None:
-    target = _cache_file()
+    from .hashing import replace_file
+
+    data = {"state": [list(item) for item in state], "distributions": found[0], "modules": found[1],
+            "requires": found[2]}
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}")
-        partial.write_text(json.dumps({"state": [list(item) for item in state], "distributions": found[0],
-                                       "modules": found[1], "requires": found[2]}), "utf-8")
-        os.replace(partial, target)  # whole or not at all, even with two exports at once
+        replace_file(_cache_file(), json.dumps(data).encode())  # whole or not at all, even with two exports at once
     except OSError:
         pass  # a read-only home: the next export reads the metadata again
 

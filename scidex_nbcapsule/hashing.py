@@ -98,6 +98,19 @@ def sync_dirs(root: str | os.PathLike) -> None:
         sync_path(folder)
 
 
+def replace_file(dest: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` under a private name beside ``dest`` (parents created), then rename it over ``dest``:
+    readers, in this process or another, see the old file or the new one, never half of one."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def write_file(dest: str | os.PathLike, data: bytes, *, durable: bool = False) -> None:
     """Write ``data`` to ``dest`` (parents created), on disk before returning when ``durable``."""
     _write_all(data, Path(dest), 0o666, durable)

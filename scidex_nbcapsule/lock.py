@@ -193,9 +193,9 @@ class PackageIndex:
         self.url = url.rstrip("/")
         self.timeout = timeout
         if cache_dir is None:
-            from platformdirs import user_cache_dir
+            from .config import user_cache
 
-            cache_dir = Path(user_cache_dir("scidex-nbcapsule")) / "index"
+            cache_dir = user_cache("index")
         self.cache_dir = cache_dir
         self.unreachable: str | None = None
 
@@ -232,13 +232,12 @@ class PackageIndex:
         except (requests.RequestException, ValueError) as exc:
             self.unreachable = f"{self.url} could not be reached ({type(exc).__name__})"
             return None
+        from .hashing import replace_file
+
         try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            partial = cached.with_name(f".{cached.name}.{os.getpid()}")
-            partial.write_text(json.dumps(files), "utf-8")
-            os.replace(partial, cached)
+            replace_file(cached, json.dumps(files).encode())
         except OSError:
-            pass
+            pass  # no cache: the index is asked again next time
         return files
 
 

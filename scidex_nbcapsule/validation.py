@@ -96,9 +96,9 @@ def bag_payload(folder: Path) -> Path | None:
 
 
 def default_cache_path() -> Path:
-    from platformdirs import user_cache_dir
+    from .config import user_cache
 
-    return Path(user_cache_dir("scidex-nbcapsule")) / "roc-validator-http-cache"
+    return user_cache("roc-validator-http-cache")
 
 
 def require_validator() -> None:

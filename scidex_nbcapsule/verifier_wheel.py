@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .errors import CapsuleError
+from .hashing import replace_file
 
 DIST = "scidex-nbcapsule"
 #: The server extension enabled on install, as ``pip install`` of the real wheel does.
@@ -108,10 +109,7 @@ def build_wheel() -> tuple[str, bytes]:
             archive.writestr(info, entries[name])
     data = buffer.getvalue()
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
-        partial.write_bytes(data)
-        os.replace(partial, cached)
+        replace_file(cached, data)
     except OSError:
         pass  # no cache: built again next time
     return wheel_name(), data
@@ -126,9 +124,9 @@ def _server_config() -> bytes:
 
 
 def _cache_dir() -> Path:
-    from platformdirs import user_cache_dir
+    from .config import user_cache
 
-    return Path(user_cache_dir("scidex-nbcapsule")) / "wheels"
+    return user_cache("wheels")
 
 
 __all__ = ["build_wheel", "wheel_name"]
