@@ -157,7 +157,7 @@ def test_the_verifier_wheel_is_the_same_bytes_each_time_and_installs(tmp_path):
 
 
 def test_rebuild_says_which_carried_locks_it_did_not_use(tmp_path):
-    from scidex_nbcapsule.verify.environment import _build
+    from scidex_nbcapsule.verify.environment import _build, _lock_file, _python_of
 
     crate = tmp_path / "crate"
     (crate / "environment").mkdir(parents=True)
@@ -166,7 +166,7 @@ def test_rebuild_says_which_carried_locks_it_did_not_use(tmp_path):
     (crate / "binder").mkdir()
     (crate / "binder" / "runtime.txt").write_text(f"python-{sys.version_info[0]}.{sys.version_info[1]}\n")
     warnings: list[str] = []
-    python = _build(crate, tmp_path / "venv", timeout=600, warnings=warnings)
-    assert python.exists()
+    _build(crate, _lock_file(crate), tmp_path / "venv", timeout=600, warnings=warnings)
+    assert _python_of(tmp_path / "venv").exists()
     assert warnings == ["the project's own lock files (uv.lock) travel in environment/ for their tools; this environment was "
                         "built from requirements.txt"]

@@ -92,9 +92,9 @@ ENV_RECORD = "nbcapsule-env.json"
 
 
 def env_cache_dir() -> Path:
-    from platformdirs import user_cache_dir
+    from ..config import user_cache
 
-    return Path(user_cache_dir("scidex-nbcapsule")) / "envs"
+    return user_cache("envs")
 
 
 def _recorded_python(crate: Path) -> str | None:
@@ -130,10 +130,10 @@ def _lock_file(crate: Path) -> Path:
                             hint="re-export the capsule with this version of scidex-nbcapsule")
 
 
-def environment_key(crate: Path) -> str:
+def environment_key(crate: Path, lock: Path | None = None) -> str:
     """What a rebuilt environment depends on, as a digest: the lock, the Python version and the verifier."""
     digest = hashlib.sha256()
-    lock = _lock_file(crate)
+    lock = lock or _lock_file(crate)
     wheel = _verifier_wheel(crate)
     for part in (lock.name.encode(), lock.read_bytes(), (_recorded_python(crate) or "").encode(),
                  wheel.read_bytes() if wheel else _nbcapsule_source().encode()):
@@ -198,17 +198,21 @@ def _interpreter(version: str | None, warnings: list[str]) -> str:
     return sys.executable
 
 
-def _build(crate: Path, prefix: Path, *, timeout: int, warnings: list[str]) -> Path:
+def _python_of(prefix: Path) -> Path:
+    return prefix / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _build(crate: Path, lock: Path, prefix: Path, *, timeout: int, warnings: list[str]) -> None:
+    """Create the virtual environment at ``prefix`` and install ``lock``, the verifier and ipykernel into it."""
     python_exe = _interpreter(_recorded_python(crate), warnings)
     others = sorted(p.name for p in (crate / "environment").glob("*") if p.name != "pylock.toml")
     if others:
-        warnings.append(f"the project's own lock files ({', '.join(others)}) travel in environment/ for their tools; this "
-                        f"environment was built from {_lock_file(crate).name}")
+        warnings.append(f"the project's own lock files ({', '.join(others)}) travel in environment/ for their "
+                        f"tools; this environment was built from {lock.name}")
     uv = _uv()
-    lock = _lock_file(crate)
     wheel = _verifier_wheel(crate)
     verifier = str(wheel) if wheel else _nbcapsule_source()
-    python = prefix / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    python = _python_of(prefix)
     if uv:
         _run([*uv, "venv", "--quiet", "--relocatable", "--python", python_exe, str(prefix)], timeout=timeout,
              what="creating the virtual environment")
@@ -227,13 +231,16 @@ def _build(crate: Path, prefix: Path, *, timeout: int, warnings: list[str]) -> P
         reqs = crate / "requirements.txt"
         _run([*pip, "-r", str(reqs)], timeout=timeout, what="installing requirements.txt (pip)")
         _run([*pip, "-c", str(reqs), verifier, "ipykernel"], timeout=timeout, what="installing the verifier (pip)")
-    kernel_dir = prefix / "kernels"
-    spec_dir = kernel_dir / FRESH_KERNEL_NAME
+
+
+def _ready(prefix: Path, key: str, *, built: bool, warnings: list[str]) -> FreshEnvironment:
+    """The environment at its final place, with the private kernel spec that names its interpreter there."""
+    spec_dir = prefix / "kernels" / FRESH_KERNEL_NAME
     spec_dir.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    spec = {"argv": [str(_python_of(prefix)), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "nbcapsule verify (rebuilt environment)", "language": "python"}
     (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-    return python
+    return FreshEnvironment(prefix, _python_of(prefix), prefix / "kernels", key, built, warnings)
 
 
 def rebuild(crate: str | os.PathLike, *, into: str | os.PathLike | None = None, timeout: int = 1800,
@@ -245,28 +252,28 @@ def rebuild(crate: str | os.PathLike, *, into: str | os.PathLike | None = None, 
     complete, so an interrupted one is never reused.
     """
     crate = Path(crate).resolve()
-    key = environment_key(crate)
+    lock = _lock_file(crate)
+    key = environment_key(crate, lock)
     warnings: list[str] = []
     if into is not None:
         prefix = Path(into).resolve()
         if prefix.exists() and any(prefix.iterdir()):
             raise VerificationError(f"{prefix} exists and is not empty", hint="name a new folder with --into")
-        python = _build(crate, prefix, timeout=timeout, warnings=warnings)
-        _write_record(prefix, key, crate, warnings)
-        return FreshEnvironment(prefix, python, prefix / "kernels", key, True, warnings)
+        _build(crate, lock, prefix, timeout=timeout, warnings=warnings)
+        _write_record(prefix, key, crate, lock, warnings)
+        return _ready(prefix, key, built=True, warnings=warnings)
     final = env_cache_dir() / key[:24]
     record = _read_record(final)
     if cache and record is not None:
         record["last_used"] = time.time()
         _write_json(final / ENV_RECORD, record)
-        return FreshEnvironment(final, final / "bin" / "python", final / "kernels", key, False,
-                                list(record.get("warnings", [])))
+        return _ready(final, key, built=False, warnings=list(record.get("warnings", [])))
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.parent / f".partial-{key[:24]}-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        _build(crate, partial, timeout=timeout, warnings=warnings)
-        _write_record(partial, key, crate, warnings)
+        _build(crate, lock, partial, timeout=timeout, warnings=warnings)
+        _write_record(partial, key, crate, lock, warnings)
         if final.exists():
             shutil.rmtree(final)
         try:
@@ -276,27 +283,18 @@ def rebuild(crate: str | os.PathLike, *, into: str | os.PathLike | None = None, 
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    _fix_kernel_spec(final)
-    return FreshEnvironment(final, final / "bin" / "python", final / "kernels", key, True, warnings)
-
-
-def _fix_kernel_spec(prefix: Path) -> None:
-    """The kernel spec names the interpreter by path: after the rename, by its final one."""
-    spec_file = prefix / "kernels" / FRESH_KERNEL_NAME / "kernel.json"
-    spec = json.loads(spec_file.read_text("utf-8"))
-    spec["argv"][0] = str(prefix / "bin" / "python")
-    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    return _ready(final, key, built=True, warnings=warnings)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(partial, path)
+    from ..hashing import replace_file
+
+    replace_file(path, json.dumps(data, indent=2).encode())
 
 
-def _write_record(prefix: Path, key: str, crate: Path, warnings: list[str]) -> None:
+def _write_record(prefix: Path, key: str, crate: Path, lock: Path, warnings: list[str]) -> None:
     now = time.time()
-    _write_json(prefix / ENV_RECORD, {"digest": key, "python": _recorded_python(crate), "lock": _lock_file(crate).name,
+    _write_json(prefix / ENV_RECORD, {"digest": key, "python": _recorded_python(crate), "lock": lock.name,
                                       "built_from": str(crate), "created": now, "last_used": now,
                                       "warnings": warnings})
 
@@ -306,7 +304,7 @@ def _read_record(prefix: Path) -> dict[str, Any] | None:
         record = json.loads((prefix / ENV_RECORD).read_text("utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and (prefix / "bin" / "python").exists() else None
+    return record if isinstance(record, dict) and _python_of(prefix).exists() else None
 
 
 def cached_environments() -> list[dict[str, Any]]:
